@@ -1,0 +1,5 @@
+"""Entry point for `python -m stream`."""
+
+from stream.cli import main
+
+raise SystemExit(main())

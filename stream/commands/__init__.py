@@ -1,0 +1,1 @@
+"""One module per `capi-stream` subcommand: `configure(parser)` and `run(args) -> int`."""

@@ -1,0 +1,1 @@
+"""Input formats: each maps a decoded message to a Pinterest event."""

@@ -1,0 +1,1 @@
+"""The Pinterest Conversions API: request client and response classification."""

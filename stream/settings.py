@@ -1,0 +1,354 @@
+"""Configuration: a YAML file overridden by CAPI_STREAM_<SECTION>__<KEY> environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stream.errors import ConfigurationError
+
+ActionSource = Literal["web", "app_android", "app_ios", "offline"]
+ENV_PREFIX = "CAPI_STREAM_"
+SECRET_PROPERTY_MARKERS = ("password", "secret", "token", "key.pem", "jaas")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptOutRule(Section):
+    """Sets a privacy flag on events whose message field matches one of the values."""
+
+    field: str = Field(description="Dotted path into the raw message, e.g. context.traits.state")
+    values: list[str | bool | int] = Field(
+        default_factory=list,
+        description="Values that trigger the rule (compared as case-insensitive strings)",
+    )
+
+
+class SourceSettings(Section):
+    """One Kafka topic and how its messages become Pinterest events."""
+
+    topic: str = Field(min_length=1, description="Kafka topic to consume")
+    name: str | None = Field(default=None, description="Name for `transform --source`; the topic")
+    format: Literal["segment", "pinterest"] = Field(
+        default="segment", description="Message format: segment or pinterest"
+    )
+    ad_account_id: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,18}$",
+        description="Ad account of this source; defaults to pinterest.ad_account_id",
+    )
+    action_source: ActionSource = Field(
+        default="web", description="action_source when the message does not say"
+    )
+    unknown_events: Literal["custom", "skip"] = Field(
+        default="custom", description="What to do with Segment track events not in the table"
+    )
+    event_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Overrides of the Segment event-name table: event → Pinterest name or 'skip'",
+    )
+    ldp: OptOutRule | None = Field(
+        default=None, description="Rule setting custom_data.opt_out_type=LDP"
+    )
+    opt_out: OptOutRule | None = Field(default=None, description="Rule setting opt_out=true")
+
+    @property
+    def source_name(self) -> str:
+        return self.name or self.topic
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    group_id: str = Field(default="capi-stream", min_length=1, description="Consumer group id")
+    dead_letter_topic: str = Field(
+        default="capi-stream-dlq", min_length=1, description="Dead-letter topic"
+    )
+    topics: str | None = Field(
+        default=None,
+        description="Shorthand: comma-separated topics, each a `segment` source (replaces sources)",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="librdkafka security.protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="librdkafka sasl.mechanism"
+    )
+    sasl_username: str | None = Field(default=None, description="SASL username")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+    sasl_password_file: Path | None = Field(
+        default=None, description="File holding the SASL password (Kubernetes Secret mount)"
+    )
+    ssl_ca_location: Path | None = Field(default=None, description="CA bundle for the brokers")
+    properties: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka properties for consumer and producer"
+    )
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka properties shared by the consumer and the dead-letter producer."""
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            config["sasl.username"] = self.sasl_username
+        password = self.sasl_password_value()
+        if password is not None:
+            config["sasl.password"] = password
+        if self.ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
+        config.update(self.properties)
+        return config
+
+    def sasl_password_value(self) -> str | None:
+        if self.sasl_password_file is not None:
+            return read_secret_file(self.sasl_password_file, "kafka.sasl_password_file")
+        return self.sasl_password.get_secret_value() if self.sasl_password else None
+
+
+class PinterestSettings(Section):
+    api_base_url: str = Field(
+        default="https://api.pinterest.com",
+        description="API base URL; /v5/ad_accounts/{id}/events is appended",
+    )
+    ad_account_id: str | None = Field(
+        default=None, pattern=r"^\d{1,18}$", description="Default ad account for every source"
+    )
+    access_token: SecretStr | None = Field(default=None, description="Conversions access token")
+    access_token_file: Path | None = Field(
+        default=None, description="File holding the access token (Kubernetes Secret mount)"
+    )
+    test_mode: bool = Field(default=False, description="Send with ?test=true (nothing recorded)")
+    ca_file: Path | None = Field(default=None, description="Extra CA bundle to trust for the API")
+    requests_per_minute: int = Field(
+        default=5000, gt=0, description="Request budget per ad account per minute"
+    )
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _https_unless_loopback(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("http:// is refused unless the host is loopback; use https://")
+        return url.rstrip("/")
+
+    def token_value(self) -> str | None:
+        if self.access_token_file is not None:
+            return read_secret_file(self.access_token_file, "pinterest.access_token_file")
+        return self.access_token.get_secret_value() if self.access_token else None
+
+
+class BatchingSettings(Section):
+    max_events: int = Field(default=1000, ge=1, le=1000, description="Events per request")
+    max_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Encoded request size limit in bytes"
+    )
+    linger_ms: int = Field(default=500, ge=0, description="Longest wait to fill a batch")
+
+
+class SendingSettings(Section):
+    max_concurrency: int = Field(default=32, ge=1, description="In-flight requests per account")
+    initial_concurrency: int = Field(default=4, ge=1, description="Starting concurrency limit")
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one request")
+    retry_budget_s: float = Field(
+        default=900.0, gt=0, description="Total time an event may spend retrying"
+    )
+    backoff_initial_s: float = Field(default=0.5, gt=0, description="First retry backoff cap")
+    backoff_max_s: float = Field(default=60.0, gt=0, description="Largest retry backoff")
+    setup_error_probe_s: float = Field(
+        default=30.0, gt=0, description="Probe interval while an account has a setup error"
+    )
+
+
+class BufferSettings(Section):
+    max_events: int = Field(default=50_000, ge=1, description="Events held in memory")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Bytes held in memory")
+    resume_ratio: float = Field(
+        default=0.5, gt=0, lt=1, description="Resume consuming below this share of the caps"
+    )
+
+
+class ShutdownSettings(Section):
+    grace_period_s: float = Field(default=25.0, gt=0, description="Drain time on SIGTERM")
+
+
+class MetricsSettings(Section):
+    host: str = Field(default="0.0.0.0", description="Bind address of /metrics, /healthz, /readyz")  # noqa: S104 - pods are scraped from outside
+    port: int = Field(default=9108, ge=0, le=65535, description="Port of the metrics server")
+    resilience_window_s: float = Field(
+        default=3600.0, gt=0, description="Sliding window of the resilience ratios"
+    )
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    format: Literal["plain", "json"] = Field(default="plain")
+
+
+def _default_sources() -> list[SourceSettings]:
+    return [SourceSettings(topic="clickstream")]
+
+
+class Settings(BaseSettings):
+    """Everything `capi-stream` reads from its configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    pinterest: PinterestSettings = Field(default_factory=PinterestSettings)
+    sources: list[SourceSettings] = Field(default_factory=_default_sources, min_length=1)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    sending: SendingSettings = Field(default_factory=SendingSettings)
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Settings:
+        if self.kafka.topics:
+            topics = [t.strip() for t in self.kafka.topics.split(",") if t.strip()]
+            object.__setattr__(self, "sources", [SourceSettings(topic=t) for t in topics])
+        names = [s.source_name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError("sources: each source needs a distinct topic or name")
+        if self.kafka.dead_letter_topic in {s.topic for s in self.sources}:
+            raise ValueError("kafka.dead_letter_topic must not be one of the source topics")
+        if self.sending.initial_concurrency > self.sending.max_concurrency:
+            raise ValueError("sending.initial_concurrency must not exceed sending.max_concurrency")
+        return self
+
+    def source(self, name: str) -> SourceSettings:
+        for source in self.sources:
+            if source.source_name == name:
+                return source
+        raise ConfigurationError("--source", f"no source named {name!r}")
+
+    def ad_account_for(self, source: SourceSettings) -> str | None:
+        return source.ad_account_id or self.pinterest.ad_account_id
+
+    def require_runnable(self) -> None:
+        """Checks what `run` needs beyond well-formed values: credentials and accounts."""
+        if self.pinterest.token_value() is None:
+            raise ConfigurationError(
+                "pinterest.access_token", "an access token (or access_token_file) is required"
+            )
+        for source in self.sources:
+            if self.ad_account_for(source) is None:
+                raise ConfigurationError(
+                    "pinterest.ad_account_id",
+                    f"source {source.source_name!r} has no ad account",
+                )
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with every secret replaced by '***'."""
+        data = self.model_dump(mode="json")
+        for section, key in (("pinterest", "access_token"), ("kafka", "sasl_password")):
+            if data[section][key] is not None:
+                data[section][key] = "***"
+        data["kafka"]["properties"] = {
+            key: "***" if any(m in key.lower() for m in SECRET_PROPERTY_MARKERS) else value
+            for key, value in data["kafka"]["properties"].items()
+        }
+        return data
+
+
+def read_secret_file(path: Path, key: str) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(key, f"cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigurationError(key, f"{path} is empty")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Reads the YAML file (if any), then the environment; errors name the offending key."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text())
+        except OSError as exc:
+            raise ConfigurationError(
+                "--config", f"cannot read {config_file}: {exc.strerror}"
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(
+                "--config", f"{config_file} is not valid YAML: {exc}"
+            ) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigurationError("--config", f"{config_file} must hold a mapping")
+        data = loaded or {}
+    saved_environ = None
+    if environ is not None:
+        saved_environ = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigurationError(*_describe(exc)) from None
+    finally:
+        if saved_environ is not None:
+            os.environ.clear()
+            os.environ.update(saved_environ)
+
+
+def _describe(exc: ValidationError) -> tuple[str, str]:
+    # Built from loc and msg only: pydantic's own text repeats the input, which may be a secret.
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return key, message
