@@ -1,0 +1,389 @@
+"""Every Prometheus metric of capi-stream, defined once against an injected registry."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from stream.errors import DEAD_LETTER_REASONS, DeadLetterReason
+from stream.models import Signal
+from stream.resilience import COVERAGE_SIGNALS, SHARE_SIGNALS, ResilienceTracker
+
+PREFIX = "capi_stream"
+_S = TypeVar("_S", bound=str)
+
+Outcome = Literal["delivered", "dead_lettered", "skipped"]
+OUTCOMES: tuple[Outcome, ...] = ("delivered", "dead_lettered", "skipped")
+
+RetryReason = Literal[
+    "rate_limited", "server_error", "timeout", "connection_error", "dead_letter_unacked"
+]
+RETRY_REASONS: tuple[RetryReason, ...] = (
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "dead_letter_unacked",
+)
+
+ACTION_SOURCES = ("web", "app_android", "app_ios", "offline")
+# Pinterest's event names (the spec documents them in prose); anything else is reported as
+# "other" so a producer's typo can never create unbounded series.
+EVENT_NAMES = frozenset(
+    {
+        "add_payment_info",
+        "add_to_cart",
+        "add_to_wishlist",
+        "app_install",
+        "app_open",
+        "checkout",
+        "custom",
+        "initiate_checkout",
+        "lead",
+        "page_visit",
+        "search",
+        "signup",
+        "start_trial",
+        "submit_application",
+        "subscribe",
+        "view_category",
+        "view_content",
+        "watch_video",
+    }
+)
+UNKNOWN = "unknown"
+"""event_name / action_source label of messages that never became an event (decode errors…)."""
+OTHER = "other"
+
+LATE_AFTER_S = 3600.0
+"""Pinterest reports events received more than an hour after they happened as offline."""
+
+REQUEST_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+BATCH_EVENTS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 750, 1000)
+AGE_BUCKETS = (
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    21600.0,
+    86400.0,
+    259200.0,
+    604800.0,
+)
+
+
+class Metrics:
+    """The metric set plus cheap, intention-revealing update methods for the hot path.
+
+    Label children are cached in plain dicts: `.labels()` costs a lock and a tuple build per call,
+    which adds up at tens of thousands of events per second.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        resilience_window_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self._clock = clock
+
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(f"{PREFIX}_{name}", doc, labelnames=tuple(labels), registry=registry)
+
+        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+            return Gauge(f"{PREFIX}_{name}", doc, labelnames=tuple(labels), registry=registry)
+
+        def histogram(
+            name: str, doc: str, buckets: tuple[float, ...], labels: Iterable[str] = ()
+        ) -> Histogram:
+            return Histogram(
+                f"{PREFIX}_{name}",
+                doc,
+                labelnames=tuple(labels),
+                buckets=buckets,
+                registry=registry,
+            )
+
+        self.events_consumed = counter(
+            "events_consumed", "Kafka messages consumed from source topics", ["topic"]
+        )
+        self.events = counter(
+            "events",
+            "Messages settled, by outcome (delivered, dead_lettered or skipped)",
+            ["event_name", "action_source", "outcome"],
+        )
+        self.dead_letters = counter(
+            "dead_letters", "Messages written to the dead-letter topic", ["reason"]
+        )
+        self.requests = counter(
+            "requests", "Requests to the Conversions API by HTTP status", ["ad_account", "code"]
+        )
+        self.request_duration = histogram(
+            "request_duration_seconds",
+            "Duration of one Conversions API request",
+            REQUEST_DURATION_BUCKETS,
+            ["code"],
+        )
+        self.batch_events = histogram(
+            "batch_events", "Events per request sent", BATCH_EVENTS_BUCKETS
+        )
+        self.inflight_requests = gauge(
+            "inflight_requests", "Conversions API requests currently in flight"
+        )
+        self.concurrency_limit = gauge(
+            "concurrency_limit", "Adaptive in-flight request limit", ["ad_account"]
+        )
+        self.retries = counter("retries", "Retries scheduled, by reason", ["reason"])
+        self.buffered_events = gauge("buffered_events", "Events held in memory, not yet settled")
+        self.buffered_bytes = gauge("buffered_bytes", "Bytes of events held in memory")
+        self.paused_partitions = gauge("paused_partitions", "Partitions paused for backpressure")
+        self.assigned_partitions = gauge(
+            "assigned_partitions", "Partitions currently assigned to this consumer"
+        )
+        self.consumer_lag = gauge(
+            "consumer_lag",
+            "Messages behind the high watermark, from the committed offset",
+            ["topic", "partition"],
+        )
+        self.delivery_latency = histogram(
+            "delivery_latency_seconds",
+            "Kafka message timestamp to Pinterest's acknowledgement",
+            AGE_BUCKETS,
+        )
+        self.event_age = histogram(
+            "event_age_seconds", "event_time to the request carrying the event", AGE_BUCKETS
+        )
+        self.late_events = counter(
+            "late_events",
+            "Events delivered more than an hour after event_time (Pinterest counts them offline)",
+        )
+        self.identifier_coverage = gauge(
+            "identifier_coverage_ratio",
+            "Resilience-status ratios over the sliding window (NaN without events)",
+            ["signal"],
+        )
+        self.signal_share = gauge(
+            "signal_share_ratio",
+            "Share of delivered events carrying each high-weight matching signal",
+            ["signal"],
+        )
+        self.resilience_good = gauge(
+            "resilience_good", "1 when Pinterest's resilience thresholds are met, else 0"
+        )
+        self.resilience_window_events = gauge(
+            "resilience_window_events", "Delivered events in the resilience sliding window"
+        )
+        self.setup_error = gauge(
+            "setup_error", "1 while an ad account is paused by a setup error", ["ad_account"]
+        )
+        self.setup_error_status = gauge(
+            "setup_error_status",
+            "HTTP status of an ad account's current setup error (0 when none)",
+            ["ad_account"],
+        )
+        self.ready = gauge("ready", "1 when /readyz answers ready, else 0")
+
+        self._events: dict[tuple[str, str, str], Any] = {}
+        self._consumed: dict[str, Any] = {}
+        self._requests: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._dead_letters = {r: self.dead_letters.labels(r) for r in DEAD_LETTER_REASONS}
+        self._retries = {r: self.retries.labels(r) for r in RETRY_REASONS}
+        self._lag_series: set[tuple[str, str]] = set()
+        self._inflight_inc = self.inflight_requests.inc
+        self._inflight_dec = self.inflight_requests.dec
+        self._observe_batch = self.batch_events.observe
+        self._observe_age = self.event_age.observe
+        self._observe_latency = self.delivery_latency.observe
+        self._late_inc = self.late_events.inc
+        for outcome in OUTCOMES:
+            self._events_child(UNKNOWN, UNKNOWN, outcome)
+
+        self.resilience = ResilienceTracker(resilience_window_s, clock=monotonic)
+        self._record_signals = self.resilience.record
+        self._watch_resilience()
+
+    # --- consumption ---------------------------------------------------------------------------
+
+    def events_consumed_from(self, topic: str, count: int = 1) -> None:
+        child = self._consumed.get(topic)
+        if child is None:
+            child = self._consumed[topic] = self.events_consumed.labels(topic)
+        child.inc(count)
+
+    def partitions_assigned(self, count: int) -> None:
+        self.assigned_partitions.set(count)
+
+    def partitions_paused(self, count: int) -> None:
+        self.paused_partitions.set(count)
+
+    def buffer_changed(self, events: int, size_bytes: int) -> None:
+        self.buffered_events.set(events)
+        self.buffered_bytes.set(size_bytes)
+
+    def kafka_statistics(self, stats_json: str | bytes) -> None:
+        """Sets `consumer_lag` from a librdkafka statistics callback (`statistics.interval.ms`).
+
+        Partitions that are no longer fetched, or whose lag is unknown (nothing committed yet),
+        lose their series so a revoked partition does not report a stale lag forever.
+        """
+        stats = orjson.loads(stats_json)
+        seen: set[tuple[str, str]] = set()
+        for topic, topic_stats in stats.get("topics", {}).items():
+            for partition, p in topic_stats.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if partition == "-1" or lag < 0 or p.get("fetch_state") == "none":
+                    continue
+                key = (topic, partition)
+                seen.add(key)
+                self.consumer_lag.labels(topic, partition).set(lag)
+        for topic, partition in self._lag_series - seen:
+            self.consumer_lag.remove(topic, partition)
+        self._lag_series = seen
+
+    def partitions_revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drops the lag series of partitions this consumer no longer owns."""
+        for topic, partition in partitions:
+            key = (topic, str(partition))
+            if key in self._lag_series:
+                self._lag_series.discard(key)
+                self.consumer_lag.remove(*key)
+
+    # --- settlement ----------------------------------------------------------------------------
+
+    def event_settled(self, event_name: str, action_source: str, outcome: Outcome) -> None:
+        """Counts one settled message in `events_total` (dead letters: use event_dead_lettered)."""
+        child = self._events.get((event_name, action_source, outcome))
+        if child is None:
+            child = self._events_child(event_name, action_source, outcome)
+        child.inc()
+
+    def event_delivered(
+        self,
+        event_name: str,
+        action_source: str,
+        signals: Signal,
+        event_time: int,
+        kafka_timestamp_ms: int | None,
+        now: float | None = None,
+    ) -> None:
+        """Pinterest said `processed`: counts it, its latency, lateness and matching signals."""
+        if now is None:
+            now = self._clock()
+        self.event_settled(event_name, action_source, "delivered")
+        if kafka_timestamp_ms is not None:
+            self._observe_latency(max(0.0, now - kafka_timestamp_ms / 1000.0))
+        if now - event_time > LATE_AFTER_S:
+            self._late_inc()
+        self._record_signals(signals, event_name)
+
+    def event_dead_lettered(
+        self, reason: DeadLetterReason, event_name: str = UNKNOWN, action_source: str = UNKNOWN
+    ) -> None:
+        """The dead-letter topic acknowledged the message."""
+        self._dead_letters[reason].inc()
+        self.event_settled(event_name, action_source, "dead_lettered")
+
+    def event_skipped(self, event_name: str = UNKNOWN, action_source: str = UNKNOWN) -> None:
+        self.event_settled(event_name, action_source, "skipped")
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def batch_sent(self, event_times: Iterable[int], now: float | None = None) -> None:
+        """A request is going out: records its size and the age of each event in it."""
+        if now is None:
+            now = self._clock()
+        count = 0
+        observe = self._observe_age
+        for event_time in event_times:
+            observe(max(0.0, now - event_time))
+            count += 1
+        self._observe_batch(count)
+
+    def request_started(self) -> None:
+        self._inflight_inc()
+
+    def request_done(self, ad_account: str, code: int | str, seconds: float) -> None:
+        """Pairs with request_started; `code` is the HTTP status or e.g. "timeout"."""
+        self._inflight_dec()
+        key = (ad_account, str(code))
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(*key)
+        child.inc()
+        duration = self._durations.get(key[1])
+        if duration is None:
+            duration = self._durations[key[1]] = self.request_duration.labels(key[1])
+        duration.observe(seconds)
+
+    def retry_scheduled(self, reason: RetryReason, count: int = 1) -> None:
+        self._retries[reason].inc(count)
+
+    # --- ad accounts and readiness -------------------------------------------------------------
+
+    def ad_account_registered(self, ad_account: str, concurrency_limit: int) -> None:
+        """Creates an account's series at startup so dashboards show it before any traffic."""
+        self.concurrency_limit.labels(ad_account).set(concurrency_limit)
+        self.setup_error_changed(ad_account, None)
+
+    def concurrency_limit_changed(self, ad_account: str, limit: float) -> None:
+        self.concurrency_limit.labels(ad_account).set(limit)
+
+    def setup_error_changed(self, ad_account: str, status: int | None) -> None:
+        """`status` is the HTTP status that paused the account, None once it works again."""
+        self.setup_error.labels(ad_account).set(0 if status is None else 1)
+        self.setup_error_status.labels(ad_account).set(status or 0)
+
+    def watch_readiness(self, is_ready: Callable[[], bool]) -> None:
+        """Evaluates readiness at scrape time, the same way /readyz does."""
+        self.ready.set_function(lambda: 1.0 if is_ready() else 0.0)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _events_child(self, event_name: str, action_source: str, outcome: Outcome) -> Any:
+        name = event_name if event_name in EVENT_NAMES or event_name == UNKNOWN else OTHER
+        source = action_source if action_source in ACTION_SOURCES else UNKNOWN
+        child = self.events.labels(name, source, outcome)
+        if name == event_name and source == action_source:
+            # Only well-formed keys are cached, so odd inputs cannot grow the cache.
+            self._events[(event_name, action_source, outcome)] = child
+        return child
+
+    def _watch_resilience(self) -> None:
+        tracker = self.resilience
+        for coverage in COVERAGE_SIGNALS:
+            self.identifier_coverage.labels(coverage).set_function(
+                _reader(tracker.coverage, coverage)
+            )
+        for share in SHARE_SIGNALS:
+            self.signal_share.labels(share).set_function(_reader(tracker.share, share))
+        self.resilience_good.set_function(lambda: 1.0 if tracker.good() else 0.0)
+        self.resilience_window_events.set_function(lambda: float(tracker.events()))
+
+
+def _reader(ratio: Callable[[_S], float | None], signal: _S) -> Callable[[], float]:
+    """A scrape-time gauge function; NaN says "no events to judge", unlike a misleading 0."""
+
+    def read() -> float:
+        value = ratio(signal)
+        return math.nan if value is None else value
+
+    return read
