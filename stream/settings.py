@@ -268,6 +268,7 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 "pinterest.access_token", "an access token (or access_token_file) is required"
             )
+        self.kafka.sasl_password_value()
         for source in self.sources:
             if self.ad_account_for(source) is None:
                 raise ConfigurationError(

@@ -1,0 +1,91 @@
+"""Writes docs/configuration.md, the configuration reference, from the settings model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from stream.settings import ENV_PREFIX, Settings, SourceSettings
+
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+HEADER = """\
+# Configuration reference
+
+Generated from `stream/settings.py` by `python scripts/config_reference.py`; a test keeps it current.
+
+capi-stream reads a YAML file (`--config FILE`, examples in `config/`) and then the environment:
+every key can be overridden by `CAPI_STREAM_<SECTION>__<KEY>` (nested keys joined with `__`;
+lists and mappings as JSON). Secrets: prefer `pinterest.access_token_file` and
+`kafka.sasl_password_file` (Kubernetes Secret mounts) over inline values. Invalid configuration
+exits with status 2 and names the key; `capi-stream check-config` prints the effective
+configuration with secrets masked.
+"""
+
+
+def _type_name(info: FieldInfo) -> str:
+    text = str(info.annotation).replace("typing.", "").replace("pathlib.", "")
+    text = text.replace("pydantic.types.", "").replace("stream.settings.", "")
+    return text.replace("<class '", "").replace("'>", "").replace(" | ", " or ")
+
+
+def _default(info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        value: Any = info.default_factory()  # type: ignore[call-arg]
+        if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            value = [v.model_dump(exclude_defaults=True) for v in value]
+    elif info.default is PydanticUndefined:
+        return "required"
+    else:
+        value = info.default
+    return "`" + json.dumps(value) + "`" if not isinstance(value, BaseModel) else "(section)"
+
+
+def _rows(model: type[BaseModel], prefix: str, env: str | None) -> list[str]:
+    rows = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += _rows(annotation, f"{prefix}{name}.", f"{env}{name.upper()}__" if env else None)
+            continue
+        env_name = f"`{env}{name.upper()}`" if env else "—"
+        description = (info.description or "").replace("|", "\\|")
+        rows.append(
+            f"| `{prefix}{name}` | {_type_name(info)} | {_default(info)} | {env_name} "
+            f"| {description} |"
+        )
+    return rows
+
+
+def render() -> str:
+    table_head = "| key | type | default | environment | meaning |\n|---|---|---|---|---|\n"
+    sections = [HEADER]
+    for name, info in Settings.model_fields.items():
+        annotation = info.annotation
+        sections.append(f"\n## `{name}`\n")
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows = _rows(annotation, f"{name}.", f"{ENV_PREFIX}{name.upper()}__")
+        else:
+            sections.append(
+                f"A list of sources (default {_default(info)}), as JSON in "
+                f"`{ENV_PREFIX}SOURCES`, or one `segment` source per topic in "
+                f"`{ENV_PREFIX}KAFKA__TOPICS`. Each source:\n\n"
+            )
+            rows = _rows(SourceSettings, "sources[].", None)
+        sections.append(table_head + "\n".join(rows) + "\n")
+    return "".join(sections)
+
+
+def main() -> None:
+    REFERENCE.parent.mkdir(exist_ok=True)
+    REFERENCE.write_text(render())
+    sys.stdout.write(f"wrote {REFERENCE}\n")
+
+
+if __name__ == "__main__":
+    main()
