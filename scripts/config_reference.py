@@ -17,7 +17,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 HEADER = """\
 # Configuration reference
 
-Generated from `stream/settings.py` by `python scripts/config_reference.py`; a test keeps it current.
+Generated from `stream/settings.py` by `scripts/config_reference.py`; a test keeps it current.
 
 capi-stream reads a YAML file (`--config FILE`, examples in `config/`) and then the environment:
 every key can be overridden by `CAPI_STREAM_<SECTION>__<KEY>` (nested keys joined with `__`;
