@@ -1,0 +1,295 @@
+"""Each metric moves as its method promises, on an isolated registry."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from stream.errors import DEAD_LETTER_REASONS
+from stream.metrics import OUTCOMES, RETRY_REASONS, Metrics
+from stream.models import Signal
+
+NOW = 1_800_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics(registry, clock=FakeClock(NOW), monotonic=FakeClock(1000.0))
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    sample = registry.get_sample_value(name, labels)
+    assert sample is not None, f"no sample {name}{labels}"
+    return sample
+
+
+def test_known_label_sets_exist_at_zero(registry: CollectorRegistry, metrics: Metrics) -> None:
+    for reason in DEAD_LETTER_REASONS:
+        assert value(registry, "capi_stream_dead_letters_total", reason=reason) == 0
+    for reason in RETRY_REASONS:
+        assert value(registry, "capi_stream_retries_total", reason=reason) == 0
+    for outcome in OUTCOMES:
+        assert (
+            value(
+                registry,
+                "capi_stream_events_total",
+                event_name="unknown",
+                action_source="unknown",
+                outcome=outcome,
+            )
+            == 0
+        )
+    for name in (
+        "inflight_requests",
+        "buffered_events",
+        "paused_partitions",
+        "late_events_total",
+        "resilience_good",
+    ):
+        assert value(registry, f"capi_stream_{name}") == 0
+
+
+def test_consumed_counts_per_topic(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.events_consumed_from("web", 3)
+    metrics.events_consumed_from("web")
+    metrics.events_consumed_from("crm", 2)
+    assert value(registry, "capi_stream_events_consumed_total", topic="web") == 4
+    assert value(registry, "capi_stream_events_consumed_total", topic="crm") == 2
+
+
+def test_delivered_event_counts_latency_and_signals(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    kafka_ms = int((NOW - 2.0) * 1000)
+    metrics.event_delivered("checkout", "web", Signal.IP_AND_USER_AGENT, int(NOW) - 10, kafka_ms)
+    labels = {"event_name": "checkout", "action_source": "web"}
+    assert value(registry, "capi_stream_events_total", outcome="delivered", **labels) == 1
+    assert value(registry, "capi_stream_delivery_latency_seconds_sum") == pytest.approx(2.0)
+    assert value(registry, "capi_stream_delivery_latency_seconds_bucket", le="2.5") == 1
+    assert value(registry, "capi_stream_delivery_latency_seconds_bucket", le="1.0") == 0
+    assert value(registry, "capi_stream_late_events_total") == 0
+    assert value(registry, "capi_stream_resilience_window_events") == 1
+    assert value(registry, "capi_stream_identifier_coverage_ratio", signal="ip_and_user_agent") == 1
+
+
+def test_delivery_more_than_an_hour_late_is_counted(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.event_delivered("page_visit", "web", Signal.NONE, int(NOW) - 3599, None)
+    assert value(registry, "capi_stream_late_events_total") == 0
+    metrics.event_delivered("page_visit", "web", Signal.NONE, int(NOW) - 3601, None)
+    assert value(registry, "capi_stream_late_events_total") == 1
+    # Without a Kafka timestamp there is no latency to observe.
+    assert value(registry, "capi_stream_delivery_latency_seconds_count") == 0
+
+
+@pytest.mark.parametrize("reason", DEAD_LETTER_REASONS)
+def test_dead_letter_counts_reason_and_outcome(
+    registry: CollectorRegistry, metrics: Metrics, reason: str
+) -> None:
+    metrics.event_dead_lettered(reason, "lead", "offline")  # type: ignore[arg-type]
+    assert value(registry, "capi_stream_dead_letters_total", reason=reason) == 1
+    assert (
+        value(
+            registry,
+            "capi_stream_events_total",
+            event_name="lead",
+            action_source="offline",
+            outcome="dead_lettered",
+        )
+        == 1
+    )
+    others = [r for r in DEAD_LETTER_REASONS if r != reason]
+    assert all(value(registry, "capi_stream_dead_letters_total", reason=r) == 0 for r in others)
+
+
+def test_undecodable_dead_letter_and_skip_use_unknown_labels(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.event_dead_lettered("decode_error")
+    metrics.event_skipped()
+    unknown = {"event_name": "unknown", "action_source": "unknown"}
+    assert value(registry, "capi_stream_events_total", outcome="dead_lettered", **unknown) == 1
+    assert value(registry, "capi_stream_events_total", outcome="skipped", **unknown) == 1
+    assert value(registry, "capi_stream_events_total", outcome="delivered", **unknown) == 0
+
+
+def test_unbounded_label_values_are_folded(registry: CollectorRegistry, metrics: Metrics) -> None:
+    for i in range(50):
+        metrics.event_settled(f"customer-typo-{i}", f"source-{i}", "skipped")
+    assert (
+        value(
+            registry,
+            "capi_stream_events_total",
+            event_name="other",
+            action_source="unknown",
+            outcome="skipped",
+        )
+        == 50
+    )
+    assert b"customer-typo" not in generate_latest(registry)
+
+
+def test_request_lifecycle(registry: CollectorRegistry, metrics: Metrics) -> None:
+    for _ in range(3):
+        metrics.request_started()
+    assert value(registry, "capi_stream_inflight_requests") == 3
+    metrics.request_done("549755885175", 200, 0.2)
+    metrics.request_done("549755885175", 429, 0.02)
+    assert value(registry, "capi_stream_inflight_requests") == 1
+    metrics.request_done("549755885175", "timeout", 30.0)
+    assert value(registry, "capi_stream_inflight_requests") == 0
+    account = {"ad_account": "549755885175"}
+    assert value(registry, "capi_stream_requests_total", code="200", **account) == 1
+    assert value(registry, "capi_stream_requests_total", code="429", **account) == 1
+    assert value(registry, "capi_stream_requests_total", code="timeout", **account) == 1
+    assert value(registry, "capi_stream_request_duration_seconds_count", code="200") == 1
+    assert value(registry, "capi_stream_request_duration_seconds_bucket", code="429", le="0.025")
+    assert value(registry, "capi_stream_request_duration_seconds_bucket", code="timeout", le="30.0")
+
+
+def test_batch_sent_records_size_and_event_ages(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.batch_sent([int(NOW) - 1, int(NOW) - 7200, int(NOW) + 5])
+    assert value(registry, "capi_stream_batch_events_count") == 1
+    assert value(registry, "capi_stream_batch_events_sum") == 3
+    assert value(registry, "capi_stream_event_age_seconds_count") == 3
+    # A clock-skewed future event counts as age 0, not negative.
+    assert value(registry, "capi_stream_event_age_seconds_bucket", le="0.1") == 1
+    assert value(registry, "capi_stream_event_age_seconds_bucket", le="3600.0") == 2
+    assert value(registry, "capi_stream_event_age_seconds_bucket", le="7200.0") == 3
+
+
+@pytest.mark.parametrize("reason", RETRY_REASONS)
+def test_retry_counts_by_reason(registry: CollectorRegistry, metrics: Metrics, reason: str) -> None:
+    metrics.retry_scheduled(reason, 3)  # type: ignore[arg-type]
+    assert value(registry, "capi_stream_retries_total", reason=reason) == 3
+
+
+def test_gauges_follow_state(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.buffer_changed(120, 4096)
+    metrics.partitions_paused(2)
+    metrics.partitions_assigned(6)
+    metrics.ad_account_registered("1", 4)
+    metrics.concurrency_limit_changed("1", 9)
+    assert value(registry, "capi_stream_buffered_events") == 120
+    assert value(registry, "capi_stream_buffered_bytes") == 4096
+    assert value(registry, "capi_stream_paused_partitions") == 2
+    assert value(registry, "capi_stream_assigned_partitions") == 6
+    assert value(registry, "capi_stream_concurrency_limit", ad_account="1") == 9
+
+
+def test_setup_error_sets_and_clears(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.ad_account_registered("7", 4)
+    assert value(registry, "capi_stream_setup_error", ad_account="7") == 0
+    metrics.setup_error_changed("7", 401)
+    assert value(registry, "capi_stream_setup_error", ad_account="7") == 1
+    assert value(registry, "capi_stream_setup_error_status", ad_account="7") == 401
+    metrics.setup_error_changed("7", None)
+    assert value(registry, "capi_stream_setup_error", ad_account="7") == 0
+    assert value(registry, "capi_stream_setup_error_status", ad_account="7") == 0
+
+
+def test_readiness_is_read_at_scrape_time(registry: CollectorRegistry, metrics: Metrics) -> None:
+    state = {"ready": False}
+    metrics.watch_readiness(lambda: state["ready"])
+    assert value(registry, "capi_stream_ready") == 0
+    state["ready"] = True
+    assert value(registry, "capi_stream_ready") == 1
+
+
+def _stats(partitions: dict[str, dict[str, object]]) -> bytes:
+    return orjson.dumps({"topics": {"web": {"partitions": partitions}}})
+
+
+def test_consumer_lag_from_librdkafka_statistics(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.kafka_statistics(
+        _stats(
+            {
+                "0": {"consumer_lag": 42, "fetch_state": "active"},
+                "1": {"consumer_lag": 0, "fetch_state": "active"},
+                "2": {"consumer_lag": -1, "fetch_state": "active"},
+                "-1": {"consumer_lag": -1, "fetch_state": "none"},
+            }
+        )
+    )
+    assert value(registry, "capi_stream_consumer_lag", topic="web", partition="0") == 42
+    assert value(registry, "capi_stream_consumer_lag", topic="web", partition="1") == 0
+    assert (
+        registry.get_sample_value("capi_stream_consumer_lag", {"topic": "web", "partition": "2"})
+        is None
+    )
+
+    # Partition 0 moved to another consumer: its series must go, not freeze at 42.
+    metrics.kafka_statistics(
+        _stats(
+            {
+                "0": {"consumer_lag": 42, "fetch_state": "none"},
+                "1": {"consumer_lag": 5, "fetch_state": "active"},
+            }
+        )
+    )
+    assert (
+        registry.get_sample_value("capi_stream_consumer_lag", {"topic": "web", "partition": "0"})
+        is None
+    )
+    assert value(registry, "capi_stream_consumer_lag", topic="web", partition="1") == 5
+
+    metrics.partitions_revoked([("web", 1)])
+    assert (
+        registry.get_sample_value("capi_stream_consumer_lag", {"topic": "web", "partition": "1"})
+        is None
+    )
+
+
+def test_resilience_ratios_are_nan_without_events(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    ratio = value(registry, "capi_stream_identifier_coverage_ratio", signal="external_id")
+    share = value(registry, "capi_stream_signal_share_ratio", signal="click_id")
+    assert math.isnan(ratio)
+    assert math.isnan(share)
+    assert value(registry, "capi_stream_resilience_good") == 0
+
+
+def test_resilience_gauges_follow_delivered_events(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    full = Signal.IP_AND_USER_AGENT | Signal.EMAIL | Signal.EXTERNAL_ID
+    for _ in range(9):
+        metrics.event_delivered("checkout", "web", full, int(NOW), None)
+    metrics.event_delivered("page_visit", "web", Signal.CLICK_ID, int(NOW), None)
+    assert value(registry, "capi_stream_resilience_good") == 1
+    assert value(
+        registry, "capi_stream_identifier_coverage_ratio", signal="ip_and_user_agent"
+    ) == pytest.approx(0.9)
+    assert value(registry, "capi_stream_signal_share_ratio", signal="click_id") == pytest.approx(
+        0.1
+    )
+    metrics.event_delivered("page_visit", "web", Signal.NONE, int(NOW), None)
+    assert value(registry, "capi_stream_resilience_good") == 0
+
+
+def test_no_pii_in_exposition(registry: CollectorRegistry, metrics: Metrics) -> None:
+    # Metric methods take only bounded values; this guards the folding of free-form names.
+    metrics.event_settled("jane.doe@example.com", "web", "delivered")
+    assert b"jane.doe" not in generate_latest(registry)
