@@ -1,0 +1,320 @@
+"""Checks one Pinterest event against the official `ConversionEvents` schema and the rules it omits.
+
+The schema is compiled once into nested checker closures: objects dispatch each key through a
+dict, scalar leaves are a set of allowed Python types (so `bool` never passes for an integer),
+and `anyOf` branches that share one `$ref` check the properties once and then only the
+`required` lists. A keyword the compiler does not know fails compilation, so a spec update
+cannot silently weaken validation. Problems are `(path, message)` pairs that name fields, never
+values, so they are safe for logs and dead-letter headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Final
+
+from stream.errors import DeadLetterReason
+from stream.spec import schema
+
+Problem = tuple[str, str]
+Check = Callable[[Any], Problem | None]
+# A bare class means "exactly this class, nothing else to check": the hot path of most leaves.
+Rule = type | Check
+
+EVENT_NAMES: Final = frozenset(
+    {
+        "add_payment_info",
+        "add_to_cart",
+        "add_to_wishlist",
+        "app_install",
+        "app_open",
+        "checkout",
+        "contact",
+        "custom",
+        "customize_product",
+        "find_location",
+        "initiate_checkout",
+        "lead",
+        "page_visit",
+        "schedule",
+        "search",
+        "signup",
+        "start_trial",
+        "submit_application",
+        "subscribe",
+        "view_category",
+        "view_content",
+        "watch_video",
+    }
+)
+ACTION_SOURCES: Final = frozenset({"web", "app_android", "app_ios", "offline"})
+MAX_FUTURE_S: Final = 300
+MAX_AGE_S: Final = 7 * 24 * 3600
+
+_TYPES: Final[Mapping[str, frozenset[type]]] = {
+    "string": frozenset({str}),
+    "integer": frozenset({int}),
+    "number": frozenset({int, float}),
+    "boolean": frozenset({bool}),
+    "object": frozenset({dict}),
+    "array": frozenset({list}),
+}
+_TYPE_NAMES: Final[Mapping[type, str]] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
+# Documentation-only keywords; everything else must be understood by the compiler.
+_ANNOTATIONS: Final = frozenset({"description", "example", "title", "format", "definitions"})
+_KEYWORDS: Final = _ANNOTATIONS | {
+    "$ref",
+    "type",
+    "nullable",
+    "properties",
+    "additionalProperties",
+    "required",
+    "items",
+    "minItems",
+    "maxItems",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "enum",
+    "anyOf",
+}
+
+
+def _join(key: str, problem: Problem) -> Problem:
+    path, message = problem
+    if not path:
+        return key, message
+    return (key + path if path.startswith("[") else f"{key}.{path}"), message
+
+
+def _expected(allowed: frozenset[type]) -> str:
+    return "expected " + " or ".join(sorted(_TYPE_NAMES[t] for t in allowed))
+
+
+def _apply(rule: Rule, value: Any) -> Problem | None:
+    if isinstance(rule, type):
+        return None if value.__class__ is rule else ("", _expected(frozenset({rule})))
+    return rule(value)
+
+
+class _Compiler:
+    def __init__(self, definitions: Mapping[str, Any]) -> None:
+        self._definitions = definitions
+        self._refs: dict[str, Rule] = {}
+
+    def compile(self, node: Mapping[str, Any]) -> Rule:
+        unknown = set(node) - _KEYWORDS
+        if unknown:
+            raise ValueError(f"schema keyword(s) not supported: {sorted(unknown)}")
+        if "$ref" in node:
+            return self._ref(node["$ref"])
+        if "anyOf" in node:
+            return self._any_of(node)
+        kind = str(node.get("type"))
+        if kind not in _TYPES:
+            raise ValueError(f"schema type not supported: {kind!r}")
+        allowed = _TYPES[kind] | (frozenset({type(None)}) if node.get("nullable") else frozenset())
+        if kind == "object":
+            return self._object(node, allowed)
+        if kind == "array":
+            return self._array(node, allowed)
+        checks: list[Check] = []
+        if "enum" in node:
+            choices = frozenset(node["enum"])
+            checks.append(lambda v: None if v in choices else ("", "not an allowed value"))
+        if "maxLength" in node:
+            longest = int(node["maxLength"])
+            checks.append(lambda v: None if len(v) <= longest else ("", f"longer than {longest}"))
+        if "minimum" in node:
+            low = node["minimum"]
+            checks.append(lambda v: None if v >= low else ("", f"less than {low}"))
+        if "maximum" in node:
+            high = node["maximum"]
+            checks.append(lambda v: None if v <= high else ("", f"greater than {high}"))
+        if not checks and len(allowed) == 1:
+            return next(iter(allowed))
+        return self._scalar(allowed, tuple(checks))
+
+    def _ref(self, ref: str) -> Rule:
+        name = ref.rsplit("/", 1)[-1]
+        if name not in self._refs:
+            self._refs[name] = self.compile(self._definitions[name])
+        return self._refs[name]
+
+    @staticmethod
+    def _scalar(allowed: frozenset[type], checks: tuple[Check, ...]) -> Check:
+        expected = _expected(allowed)
+
+        def check(value: Any) -> Problem | None:
+            if value.__class__ not in allowed:
+                return "", expected
+            if value is None:
+                return None
+            for extra in checks:
+                problem = extra(value)
+                if problem is not None:
+                    return problem
+            return None
+
+        return check
+
+    def _object(self, node: Mapping[str, Any], allowed: frozenset[type]) -> Check:
+        rules = {key: self.compile(sub) for key, sub in node.get("properties", {}).items()}
+        # Split so that the common case, a leaf of exactly one class, costs one lookup.
+        classes = {key: rule for key, rule in rules.items() if isinstance(rule, type)}
+        checks = {key: rule for key, rule in rules.items() if not isinstance(rule, type)}
+        required = frozenset(node.get("required", ()))
+        order = tuple(node.get("required", ()))
+        closed = node.get("additionalProperties", True) is False
+        known = frozenset(rules)
+        expected = _expected(allowed)
+
+        def check(value: Any) -> Problem | None:
+            if value.__class__ is not dict:
+                return None if value.__class__ in allowed else ("", expected)
+            keys = value.keys()
+            if not required <= keys:
+                return next(key for key in order if key not in value), "required"
+            if closed and not keys <= known:
+                return str(next(key for key in keys if key not in known)), "unknown field"
+            for key, item in value.items():
+                cls = classes.get(key)
+                if cls is not None:
+                    if item.__class__ is not cls:
+                        return key, _expected(frozenset({cls}))
+                    continue
+                sub = checks.get(key)
+                if sub is not None:
+                    problem = sub(item)
+                    if problem is not None:
+                        return _join(key, problem)
+            return None
+
+        return check
+
+    def _array(self, node: Mapping[str, Any], allowed: frozenset[type]) -> Check:
+        items: Rule | None = self.compile(node["items"]) if "items" in node else None
+        fewest = int(node.get("minItems", 0))
+        most = node.get("maxItems")
+        expected = _expected(allowed)
+
+        def check(value: Any) -> Problem | None:
+            if value.__class__ is not list:
+                return None if value.__class__ in allowed else ("", expected)
+            if len(value) < fewest:
+                return "", f"fewer than {fewest} items"
+            if most is not None and len(value) > most:
+                return "", f"more than {most} items"
+            if items is None:
+                return None
+            if isinstance(items, type):
+                for index, item in enumerate(value):
+                    if item.__class__ is not items:
+                        return f"[{index}]", _expected(frozenset({items}))
+                return None
+            for index, item in enumerate(value):
+                problem = items(item)
+                if problem is not None:
+                    return _join(f"[{index}]", problem)
+            return None
+
+        return check
+
+    def _any_of(self, node: Mapping[str, Any]) -> Check:
+        branches = node["anyOf"]
+        refs = {branch.get("$ref") for branch in branches}
+        shared = len(refs) == 1 and None not in refs
+        if shared and all(set(b) - _ANNOTATIONS <= {"$ref", "required"} for b in branches):
+            # Pinterest's user_data: one property set, several alternative `required` lists.
+            base = self._ref(str(next(iter(refs))))
+            alternatives = tuple(frozenset(b.get("required", ())) for b in branches)
+            needs = " or ".join(" with ".join(b.get("required", ())) for b in branches)
+
+            def shared_check(value: Any) -> Problem | None:
+                problem = _apply(base, value)
+                if problem is not None:
+                    return problem
+                keys = value.keys()
+                for alternative in alternatives:
+                    if alternative <= keys:
+                        return None
+                return "", f"needs {needs}"
+
+            return shared_check
+        rules = tuple(self.compile(branch) for branch in branches)
+
+        def any_check(value: Any) -> Problem | None:
+            first: Problem | None = None
+            for rule in rules:
+                problem = _apply(rule, value)
+                if problem is None:
+                    return None
+                first = first or problem
+            return first
+
+        return any_check
+
+
+def compile_schema(root: Mapping[str, Any]) -> Rule:
+    """Compiles a self-contained JSON Schema (as from `stream.spec.schema`) into a checker."""
+    return _Compiler(root.get("definitions", {})).compile(root)
+
+
+@cache
+def event_checker() -> Rule:
+    """The compiled schema of one element of `ConversionEvents.data`."""
+    root = schema("ConversionEvents")
+    event_schema = {**root["properties"]["data"]["items"], "definitions": root["definitions"]}
+    return compile_schema(event_schema)
+
+
+def event_problem(event: Any) -> Problem | None:
+    """The first way `event` breaks the spec's event schema, as `(path, message)`, or None."""
+    return _apply(event_checker(), event)
+
+
+def check_event(event: Any) -> str | None:
+    """The JSON path (e.g. `custom_data.contents[0].item_price`) where `event` breaks the spec."""
+    problem = event_problem(event)
+    if problem is None:
+        return None
+    return problem[0] or "$"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why an event cannot be sent: `too_old` or `invalid_event`, with a PII-free message."""
+
+    reason: DeadLetterReason
+    message: str
+
+
+def check_rules(event: Mapping[str, Any], now: float) -> Verdict | None:
+    """The rules beyond the schema: event name, action source and the accepted time window.
+
+    Call after the schema check, which guarantees the types these rules read.
+    """
+    if not event["event_id"]:
+        return Verdict("invalid_event", "event_id: empty")
+    if event["event_name"] not in EVENT_NAMES:
+        return Verdict("invalid_event", "event_name: not a Pinterest event name")
+    if event["action_source"] not in ACTION_SOURCES:
+        return Verdict(
+            "invalid_event", "action_source: not one of web, app_android, app_ios, offline"
+        )
+    event_time = event["event_time"]
+    if event_time > now + MAX_FUTURE_S:
+        return Verdict("invalid_event", "event_time: more than 5 minutes in the future")
+    if event_time < now - MAX_AGE_S:
+        return Verdict("too_old", "event_time: older than 7 days")
+    return None
