@@ -10,6 +10,8 @@ import pytest
 
 from tests.kafka_helpers import ENV_FILE, Broker, broker_answers, local_kafka, read_bootstrap
 
+pytest_plugins = ["tests.sandbox_helpers"]
+
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:

@@ -1,0 +1,291 @@
+"""Checks a request body like Pinterest: schema errors fail the request, rule breaks fail one event.
+
+The bundled `ConversionEvents` schema is compiled once into msgspec struct types, so decoding
+and type checking happen together in C. Two decoders are built: a strict one whose hashed
+`user_data` items must be lowercase 64-hex, and a lenient one without that pattern. A batch
+whose hashes are all well formed passes the strict decoder and its hashes are never looked at
+again in Python; otherwise the lenient decoder tells a malformed request (400) from a batch in
+which some events carry a bad hash (those events fail, the others are processed).
+
+Deliberate departures from a plain JSON Schema validator, following Pinterest's behaviour:
+- the `user_data` `anyOf` (em, or hashed_maids, or IP + user agent) is a per-event rule,
+  checked by `evaluate`, not a reason to refuse the whole request;
+- OpenAPI's `nullable: true` admits `null`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from stream.spec import schema
+
+HASHED_FIELDS: Final = (
+    "em",
+    "ph",
+    "fn",
+    "ln",
+    "ge",
+    "db",
+    "ct",
+    "st",
+    "zp",
+    "country",
+    "external_id",
+    "hashed_maids",
+)
+HASH_PATTERN: Final = "^[0-9a-f]{64}$"
+ACTION_SOURCES: Final = frozenset({"web", "app_android", "app_ios", "offline"})
+EVENT_NAMES: Final = frozenset(
+    {
+        "add_payment_info",
+        "add_to_cart",
+        "add_to_wishlist",
+        "app_install",
+        "app_open",
+        "checkout",
+        "contact",
+        "custom",
+        "customize_product",
+        "find_location",
+        "initiate_checkout",
+        "lead",
+        "page_visit",
+        "schedule",
+        "search",
+        "signup",
+        "start_trial",
+        "submit_application",
+        "subscribe",
+        "view_category",
+        "view_content",
+        "watch_video",
+    }
+)
+MAX_AGE_S: Final = 7 * 24 * 3600
+# Clocks of sender and Pinterest are never exactly in step; a minute covers ordinary drift while
+# still catching milliseconds sent as seconds.
+FUTURE_TOLERANCE_S: Final = 60
+
+_USER_DATA_SCHEMA: Final = "ConversionEventsUserDataProperties"
+_HASH_OK: Final = re.compile("[0-9a-f]{64}").fullmatch
+_DOCUMENTATION_KEYS: Final = frozenset({"description", "example", "title", "format"})
+
+
+class _Compiler:
+    """Turns a JSON Schema (OpenAPI 3.0 flavour) into msgspec types; refuses unknown keywords."""
+
+    def __init__(self, definitions: Mapping[str, Any], strict_hashes: bool) -> None:
+        self._definitions = definitions
+        self._strict_hashes = strict_hashes
+        self._structs: dict[str, Any] = {}
+        self._counter = 0
+
+    def type_of(self, node: Mapping[str, Any], name: str) -> Any:
+        if "$ref" in node:
+            return self._ref(node["$ref"])
+        if "anyOf" in node:
+            return self._any_of(node)
+        unknown = (
+            set(node)
+            - _DOCUMENTATION_KEYS
+            - {
+                "type",
+                "nullable",
+                "properties",
+                "additionalProperties",
+                "required",
+                "items",
+                "enum",
+                "maxLength",
+                "minLength",
+                "maximum",
+                "minimum",
+                "maxItems",
+                "minItems",
+                "readOnly",
+            }
+        )
+        if unknown:
+            raise ValueError(f"schema keyword(s) not supported by the sandbox: {sorted(unknown)}")
+        kind = node.get("type")
+        base: Any
+        if kind == "object":
+            base = self._struct(node, name)
+        elif kind == "array":
+            item = self.type_of(node.get("items", {}), name + "Item")
+            base = self._constrained(
+                list[item],  # type: ignore[valid-type]
+                min_length=node.get("minItems"),
+                max_length=node.get("maxItems"),
+            )
+        elif kind == "string":
+            base = Literal[tuple(node["enum"])] if "enum" in node else str
+            base = self._constrained(
+                base, min_length=node.get("minLength"), max_length=node.get("maxLength")
+            )
+        elif kind == "integer":
+            base = self._constrained(int, ge=node.get("minimum"), le=node.get("maximum"))
+        elif kind == "number":
+            base = self._constrained(float, ge=node.get("minimum"), le=node.get("maximum"))
+        elif kind == "boolean":
+            base = bool
+        else:
+            raise ValueError(f"schema type not supported by the sandbox: {kind!r}")
+        return base | None if node.get("nullable") else base
+
+    @staticmethod
+    def _constrained(base: Any, **limits: Any) -> Any:
+        given = {key: value for key, value in limits.items() if value is not None}
+        return Annotated[base, Meta(**given)] if given else base
+
+    def _ref(self, ref: str) -> Any:
+        name = ref.rsplit("/", 1)[1]
+        if name not in self._structs:
+            self._structs[name] = self.type_of(self._definitions[name], name)
+        return self._structs[name]
+
+    def _any_of(self, node: Mapping[str, Any]) -> Any:
+        # Pinterest's only anyOf is user_data: three variants of one properties schema that
+        # differ in `required`. The properties are decoded once; the alternatives are a
+        # per-event rule (see `evaluate`), as Pinterest fails that event, not the request.
+        refs = {alternative.get("$ref") for alternative in node["anyOf"]}
+        if len(refs) != 1 or None in refs:
+            raise ValueError("only anyOf over one shared $ref is supported by the sandbox")
+        return self._ref(str(refs.pop()))
+
+    def _struct(self, node: Mapping[str, Any], name: str) -> Any:
+        required = set(node.get("required", ()))
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+        for key, child in node.get("properties", {}).items():
+            if self._strict_hashes and name == _USER_DATA_SCHEMA and key in HASHED_FIELDS:
+                field_type: Any = list[Annotated[str, Meta(pattern=HASH_PATTERN)]]
+            else:
+                field_type = self.type_of(child, name + "_" + key)
+            if key in required:
+                fields.append((key, field_type))
+            else:
+                fields.append((key, field_type | UnsetType, UNSET))
+        self._counter += 1
+        return msgspec.defstruct(
+            f"{name}{self._counter}",
+            fields,
+            kw_only=True,
+            forbid_unknown_fields=node.get("additionalProperties") is False,
+        )
+
+
+def compile_events_type(strict_hashes: bool = False) -> Any:
+    """The msgspec type of a whole `ConversionEvents` request body."""
+    root = schema("ConversionEvents")
+    definitions = root.pop("definitions")
+    return _Compiler(definitions, strict_hashes).type_of(root, "ConversionEvents")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A schema-valid body: `events` are msgspec structs; `hashes_checked` if all were 64-hex."""
+
+    events: list[Any]
+    hashes_checked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInvalid:
+    """Why the whole request is refused (HTTP 400); names the path, never a value."""
+
+    message: str
+
+
+class BodyChecker:
+    """Decodes and schema-checks request bodies; build once, use for every request."""
+
+    def __init__(self) -> None:
+        self._strict = msgspec.json.Decoder(compile_events_type(strict_hashes=True))
+        self._lenient = msgspec.json.Decoder(compile_events_type(strict_hashes=False))
+        self.encoder = msgspec.json.Encoder()
+
+    def decode(self, body: bytes) -> Decoded | RequestInvalid:
+        try:
+            return Decoded(self._strict.decode(body).data, hashes_checked=True)
+        except msgspec.DecodeError:
+            pass
+        try:
+            return Decoded(self._lenient.decode(body).data, hashes_checked=False)
+        except msgspec.ValidationError as exc:
+            return RequestInvalid(f"Invalid request: {exc}")
+        except msgspec.DecodeError:
+            return RequestInvalid("Invalid request: the body is not valid JSON")
+
+
+def identifiers_missing(user_data: Any) -> bool:
+    """True when none of em, hashed_maids, or IP + user agent is present (UNSET is falsy)."""
+    return not (
+        user_data.em
+        or user_data.hashed_maids
+        or (user_data.client_ip_address and user_data.client_user_agent)
+    )
+
+
+def bad_hash_field(user_data: Any) -> str | None:
+    """The first hashed field with an item that is not a lowercase SHA-256 hex digest."""
+    for field in HASHED_FIELDS:
+        values = getattr(user_data, field)
+        if values:
+            for index, value in enumerate(values):
+                if not _HASH_OK(value):
+                    return f"{field}[{index}]"
+    return None
+
+
+def evaluate(event: Any, now: int, hashes_checked: bool) -> tuple[str, str] | None:
+    """Pinterest's per-event rules: `(reason, error_message)` if the event fails, else None.
+
+    Reasons are short stable keys for the sandbox's counters; messages follow Pinterest's
+    wording where it is known and never echo user data.
+    """
+    event_time = event.event_time
+    if event_time > now + FUTURE_TOLERANCE_S:
+        return (
+            "event_time_future",
+            "Invalid event_timestamp parameter. Given timestamp is in the future. "
+            f"Current timestamp: {now}, Given event_timestamp: {event_time}",
+        )
+    if event_time < now - MAX_AGE_S:
+        return (
+            "event_time_too_old",
+            "Invalid event_timestamp parameter. Given timestamp is in the past. "
+            f"Current timestamp: {now}, Given event_timestamp: {event_time}",
+        )
+    if event.action_source not in ACTION_SOURCES:
+        return (
+            "action_source",
+            "Invalid action_source parameter. Use one of app_android, app_ios, web, offline.",
+        )
+    user_data = event.user_data
+    if identifiers_missing(user_data):
+        return (
+            "identifiers_missing",
+            "user_data must contain em, hashed_maids, or both client_ip_address and "
+            "client_user_agent.",
+        )
+    if not hashes_checked:
+        field = bad_hash_field(user_data)
+        if field is not None:
+            return (
+                "hash_invalid",
+                f"Invalid user_data.{field}: expected a lowercase SHA-256 hex digest.",
+            )
+    return None
+
+
+def warning_for(event: Any) -> str:
+    """Pinterest's non-blocking note for an event, or "" (as Pinterest sends when none)."""
+    if event.event_name not in EVENT_NAMES:
+        return f"Event name {event.event_name!r} is labeled as an 'Unknown' event."
+    return ""

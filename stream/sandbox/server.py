@@ -1,0 +1,355 @@
+"""The sandbox's HTTP server: Pinterest's events endpoint, its admin API, stats and a status page.
+
+Routes:
+
+    POST   /v5/ad_accounts/{ad_account_id}/events[?test=true]   Pinterest's Conversions API
+    GET    /_stats                   counters as JSON (see `stats.Stats.snapshot`)
+    GET    /                         the same for a person (HTML)
+    GET    /_admin/faults            current fault knobs (see `faults`)
+    PUT    /_admin/faults            change the knobs named in a JSON object; others stay
+    DELETE /_admin/faults            back to the knobs the sandbox was started with
+    GET    /_admin/events?since=N&limit=M   recorded events with seq ≥ N, as
+                                     `{"events": [...], "next": seq to ask next}`
+    POST   /_admin/reset             clears counters, dedup memory, rate windows and the in-memory
+                                     events (the --record file is kept)
+
+An events request is answered in this order: injected latency; outage window (503, code 4197);
+the random fate (500/502/503, 429, connection reset, hang); token (401, code 2, also while
+`token_revoked`); ad account id format (404); ad account allowed (403, code 29); rate limit
+(429, code 8); body against the schema (400, code 4196, message names the path); the
+`invalid_request_event_ids` fault (400); then each event: processed or failed in request order,
+200, or 422 (code 953) when none was processed. With `?test=true` only the first 20 events are
+evaluated and nothing is counted as processed or recorded. The admin API is unauthenticated: the
+sandbox only ever listens on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import random
+import re
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from stream.errors import ConfigurationError
+from stream.sandbox.checks import EVENT_NAMES, BodyChecker, RequestInvalid, evaluate
+from stream.sandbox.faults import Faults
+from stream.sandbox.page import render_page
+from stream.sandbox.ratelimit import RateLimiter
+from stream.sandbox.recording import Recorder
+from stream.sandbox.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+ACCOUNT_ID: Final = re.compile(r"\d{1,18}")
+TEST_MODE_EVENTS: Final = 20
+HANG_POLL_S: Final = 0.1
+_PROCESSED: Final = {"status": "processed", "error_message": "", "warning_message": ""}
+_MESSAGES: Final = {
+    400: (4196, "The request was invalid."),
+    401: (2, "Authentication failed."),
+    403: (29, "You are not permitted to access that resource."),
+    404: (2, "AdAccount not found."),
+    429: (
+        8,
+        "This request exceeded a rate limit. This can happen if the client exceeds one of the "
+        "published rate limits within a short time window.",
+    ),
+    500: (1, "Internal error."),
+    502: (1, "Bad gateway."),
+    503: (
+        4197,
+        "The endpoint has been ramped down and is currently not accepting any traffic.",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """How a sandbox is started; `ad_accounts` empty means any well-formed id is accepted."""
+
+    host: str = "127.0.0.1"
+    port: int = 8780
+    token: str = "sandbox-token"  # noqa: S105 - the documented public sandbox default
+    ad_accounts: frozenset[str] = frozenset()
+    record: Path | None = None
+    keep_events: int = 100_000
+    dedup_capacity: int = 1_000_000
+    faults: Faults = field(default_factory=Faults)
+    seed: int | None = None
+
+
+def _error(
+    status: int, message: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    code, default = _MESSAGES[status]
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"code": code, "message": message or default}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class Sandbox:
+    """The emulator's state and request handlers; `application()` wires them into aiohttp."""
+
+    def __init__(self, config: SandboxConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.faults = config.faults
+        self.stats = Stats(config.dedup_capacity)
+        self.recorder = Recorder(config.record, config.keep_events)
+        self._limiter = RateLimiter()
+        self._checker = BodyChecker()
+        self._clock = clock
+        # Fault draws need reproducibility (--seed), not unpredictability.
+        self._rng = random.Random(config.seed)  # noqa: S311
+        self._token = config.token.encode()
+        self.closing = False
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", self.post_events)
+        app.router.add_get("/_stats", self.get_stats)
+        app.router.add_get("/", self.get_page)
+        app.router.add_get("/_admin/faults", self.get_faults)
+        app.router.add_put("/_admin/faults", self.put_faults)
+        app.router.add_delete("/_admin/faults", self.delete_faults)
+        app.router.add_get("/_admin/events", self.get_events)
+        app.router.add_post("/_admin/reset", self.post_reset)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _close(self, _app: web.Application) -> None:
+        self.closing = True
+        self.recorder.close()
+
+    async def post_events(self, request: web.Request) -> web.StreamResponse:
+        faults = self.faults
+        delay = faults.delay_s(self._rng)
+        if delay:
+            await asyncio.sleep(delay)
+        if faults.outage_until > self._clock():
+            return self._counted(_error(503))
+        fate = faults.draw(self._rng)
+        if fate == "reset":
+            self.stats.count_request("reset")
+            return self._reset(request)
+        if fate == "hang":
+            self.stats.count_request("hang")
+            return await self._hang(request)
+        if fate == "throttle_429":
+            headers = {"x-ratelimit-limit": str(faults.rate_limit), "x-ratelimit-remaining": "0"}
+            return self._counted(_error(429, headers=headers | {"x-ratelimit-reset": "1"}))
+        if fate != "ok":
+            return self._counted(_error(int(fate.removeprefix("error_"))))
+        if faults.token_revoked or not self._authorized(request):
+            return self._counted(_error(401))
+        account = request.match_info["ad_account_id"]
+        if not ACCOUNT_ID.fullmatch(account):
+            return self._counted(_error(404))
+        if self.config.ad_accounts and account not in self.config.ad_accounts:
+            return self._counted(_error(403))
+        quota = self._limiter.take(account, faults.rate_limit, self._clock())
+        headers = quota.headers()
+        if not quota.allowed:
+            return self._counted(_error(429, headers=headers))
+        decoded = self._checker.decode(await request.read())
+        if isinstance(decoded, RequestInvalid):
+            return self._counted(_error(400, decoded.message, headers))
+        events = decoded.events
+        if faults.invalid_request_event_ids is not None:
+            refused = re.compile(faults.invalid_request_event_ids).search
+            for index, event in enumerate(events):
+                if refused(event.event_id):
+                    message = (
+                        f"Invalid request: event_id refused by the sandbox's "
+                        f"invalid_request_event_ids fault - at `$.data[{index}].event_id`"
+                    )
+                    return self._counted(_error(400, message, headers))
+        test = request.query.get("test", "").lower() == "true"
+        body = self._answer(account, events, decoded.hashes_checked, faults, test)
+        status = 200 if body["num_events_processed"] or not body["events"] else 422
+        if status == 422:
+            body = {
+                "code": 953,
+                "message": "The action could not be processed properly due to some or all data "
+                "provided being invalid.",
+                "details": body,
+            }
+        return self._counted(
+            web.Response(
+                status=status,
+                body=orjson.dumps(body),
+                content_type="application/json",
+                headers=headers,
+            )
+        )
+
+    def _answer(
+        self, account: str, events: list[Any], hashes_checked: bool, faults: Faults, test: bool
+    ) -> dict[str, Any]:
+        now = self._clock()
+        now_s = int(now)
+        received = len(events)
+        if test:
+            events = events[:TEST_MODE_EVENTS]
+        reject = (
+            re.compile(faults.reject_event_ids).search
+            if faults.reject_event_ids is not None
+            else None
+        )
+        results: list[dict[str, Any]] = []
+        processed: list[Any] = []
+        reasons: list[str] = []
+        for event in events:
+            verdict = evaluate(event, now_s, hashes_checked)
+            if verdict is None and reject is not None and reject(event.event_id):
+                verdict = (
+                    "rejected_by_fault",
+                    "Event rejected by the sandbox's reject_event_ids fault.",
+                )
+            if verdict is not None:
+                reasons.append(verdict[0])
+                results.append(
+                    {"status": "failed", "error_message": verdict[1], "warning_message": ""}
+                )
+            elif event.event_name in EVENT_NAMES:
+                processed.append(event)
+                results.append(_PROCESSED)
+            else:
+                processed.append(event)
+                results.append(
+                    {
+                        "status": "processed",
+                        "error_message": "",
+                        "warning_message": f"Event name {event.event_name!r} is labeled as an "
+                        "'Unknown' event.",
+                    }
+                )
+        if test:
+            self.stats.count_test(len(events))
+        else:
+            if reasons:
+                self.stats.count_failed(account, reasons)
+            if processed:
+                self.stats.count_processed(account, processed, now)
+                self.recorder.record(account, now, processed)
+        return {
+            "num_events_received": received,
+            "num_events_processed": len(processed),
+            "events": results,
+        }
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self._token
+        )
+
+    def _counted(self, response: web.Response) -> web.Response:
+        self.stats.count_request(str(response.status))
+        return response
+
+    @staticmethod
+    def _reset(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # Linger 0 makes close() send RST, which is what a dropped connection looks like.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        return web.Response(status=500)
+
+    async def _hang(self, request: web.Request) -> web.StreamResponse:
+        # aiohttp does not cancel a handler when its client leaves, so watch the connection.
+        while not self.closing:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                break
+            await asyncio.sleep(HANG_POLL_S)
+        return web.Response(status=504)
+
+    async def get_stats(self, _request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self._stats_json()), content_type="application/json")
+
+    def _stats_json(self) -> dict[str, Any]:
+        snapshot = self.stats.snapshot()
+        snapshot["events"]["recorded"] = self.recorder.total
+        snapshot["faults"] = self.faults.as_json(self._clock())
+        return snapshot
+
+    async def get_page(self, _request: web.Request) -> web.Response:
+        return web.Response(text=render_page(self._stats_json()), content_type="text/html")
+
+    async def get_faults(self, _request: web.Request) -> web.Response:
+        return self._faults_response()
+
+    def _faults_response(self) -> web.Response:
+        return web.Response(
+            body=orjson.dumps(self.faults.as_json(self._clock())), content_type="application/json"
+        )
+
+    async def put_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error(400, "the body must be a JSON object of fault knobs")
+        if not isinstance(changes, dict):
+            return _error(400, "the body must be a JSON object of fault knobs")
+        try:
+            self.faults = self.faults.updated(changes, self._clock())
+        except ConfigurationError as exc:
+            return _error(400, str(exc))
+        logger.info("fault knobs changed: %s", sorted(changes))
+        return self._faults_response()
+
+    async def delete_faults(self, _request: web.Request) -> web.Response:
+        self.faults = self.config.faults
+        return self._faults_response()
+
+    async def get_events(self, request: web.Request) -> web.Response:
+        try:
+            since = int(request.query.get("since", "0"))
+            limit = int(request.query.get("limit", "10000"))
+        except ValueError:
+            return _error(400, "since and limit must be integers")
+        events, next_seq = self.recorder.since(since, max(0, limit))
+        return web.Response(
+            body=b'{"events":%b,"next":%d}' % (events, next_seq), content_type="application/json"
+        )
+
+    async def post_reset(self, _request: web.Request) -> web.Response:
+        self.stats.reset()
+        self.recorder.reset()
+        self._limiter.reset()
+        return web.Response(body=b'{"reset":true}', content_type="application/json")
+
+
+async def serve(config: SandboxConfig, started: Callable[[str], None], stop: asyncio.Event) -> None:
+    """Runs a sandbox until `stop` is set; `started` gets its base URL once it listens."""
+    sandbox = Sandbox(config)
+    runner = web.AppRunner(sandbox.application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        logger.info("sandbox listening on %s", url)
+        started(url)
+        await stop.wait()
+    finally:
+        sandbox.closing = True
+        await runner.cleanup()

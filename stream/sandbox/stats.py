@@ -1,0 +1,170 @@
+"""The sandbox's counters: requests by status, event outcomes, dedup, lateness and resilience.
+
+Dedup follows Pinterest: the first event with a given `event_id` + `event_name` counts, repeats
+within 48 hours of it are duplicates, and `offline` events are never deduplicated. The memory
+of seen keys is bounded (`dedup_capacity`; the oldest are forgotten first). Resilience ratios
+are computed over every processed event since start or the last reset.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any, Final
+
+DEDUP_WINDOW_S: Final = 48 * 3600
+LATE_AFTER_S: Final = 3600
+BOTTOM_FUNNEL: Final = frozenset(
+    {
+        "checkout",
+        "add_to_cart",
+        "initiate_checkout",
+        "add_payment_info",
+        "lead",
+        "signup",
+        "subscribe",
+        "start_trial",
+        "submit_application",
+    }
+)
+IP_AND_USER_AGENT_GOOD: Final = 0.9
+EMAIL_OR_MAID_GOOD: Final = 0.1
+EXTERNAL_ID_GOOD: Final = 0.1
+
+
+class Stats:
+    """Mutable counters of one sandbox; only the event loop thread touches them."""
+
+    def __init__(self, dedup_capacity: int = 1_000_000) -> None:
+        self._dedup_capacity = dedup_capacity
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.failure_reasons: Counter[str] = Counter()
+        self.accounts: dict[str, Counter[str]] = {}
+        self.received = 0
+        self.processed = 0
+        self.failed = 0
+        self.test_events = 0
+        self.unique = 0
+        self.duplicate = 0
+        self.late = 0
+        self.with_ip_and_user_agent = 0
+        self.with_external_id = 0
+        self.bottom_funnel = 0
+        self.bottom_funnel_with_email_or_maid = 0
+        self._first_seen: dict[tuple[str, str], float] = {}
+        self._seen_order: deque[tuple[float, tuple[str, str]]] = deque()
+
+    def count_request(self, status: str) -> None:
+        self.requests[status] += 1
+
+    def count_failed(self, account: str, reasons: list[str]) -> None:
+        self.received += len(reasons)
+        self.failed += len(reasons)
+        self.failure_reasons.update(reasons)
+        self._account(account)["failed"] += len(reasons)
+
+    def count_test(self, evaluated: int) -> None:
+        self.test_events += evaluated
+
+    def count_processed(self, account: str, events: list[Any], now: float) -> None:
+        """Counts processed events: dedup, lateness and identifier coverage."""
+        self._forget_before(now - DEDUP_WINDOW_S)
+        first_seen = self._first_seen
+        seen_order = self._seen_order
+        unique = late = ip_ua = external = funnel = funnel_matched = 0
+        late_before = now - LATE_AFTER_S
+        for event in events:
+            user_data = event.user_data
+            if user_data.client_ip_address and user_data.client_user_agent:
+                ip_ua += 1
+            if user_data.external_id:
+                external += 1
+            if event.event_name in BOTTOM_FUNNEL:
+                funnel += 1
+                if user_data.em or user_data.hashed_maids:
+                    funnel_matched += 1
+            if event.event_time < late_before:
+                late += 1
+            if event.action_source == "offline":
+                unique += 1
+                continue
+            key = (event.event_id, event.event_name)
+            if key not in first_seen:
+                first_seen[key] = now
+                seen_order.append((now, key))
+                unique += 1
+        count = len(events)
+        self.received += count
+        self.processed += count
+        self.unique += unique
+        self.duplicate += count - unique
+        self.late += late
+        self.with_ip_and_user_agent += ip_ua
+        self.with_external_id += external
+        self.bottom_funnel += funnel
+        self.bottom_funnel_with_email_or_maid += funnel_matched
+        self._account(account)["processed"] += count
+        while len(first_seen) > self._dedup_capacity:
+            _, key = seen_order.popleft()
+            del first_seen[key]
+
+    def _forget_before(self, horizon: float) -> None:
+        seen_order = self._seen_order
+        while seen_order and seen_order[0][0] < horizon:
+            _, key = seen_order.popleft()
+            del self._first_seen[key]
+
+    def _account(self, account: str) -> Counter[str]:
+        counters = self.accounts.get(account)
+        if counters is None:
+            counters = self.accounts[account] = Counter()
+        return counters
+
+    def resilience(self) -> dict[str, Any]:
+        """Pinterest's resilience criteria (DESIGN §6); a ratio is null with no events to rate.
+
+        With no bottom-funnel events the email/MAID criterion has nothing to fail, so it counts
+        as met; with no events at all the status is not good.
+        """
+        ip_ua = _ratio(self.with_ip_and_user_agent, self.processed)
+        external = _ratio(self.with_external_id, self.processed)
+        funnel = _ratio(self.bottom_funnel_with_email_or_maid, self.bottom_funnel)
+        good = (
+            self.processed > 0
+            and ip_ua is not None
+            and ip_ua >= IP_AND_USER_AGENT_GOOD
+            and external is not None
+            and external >= EXTERNAL_ID_GOOD
+            and (funnel is None or funnel >= EMAIL_OR_MAID_GOOD)
+        )
+        return {
+            "ip_and_user_agent_ratio": ip_ua,
+            "email_or_maid_bottom_funnel_ratio": funnel,
+            "external_id_ratio": external,
+            "bottom_funnel_events": self.bottom_funnel,
+            "good": good,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything `GET /_stats` returns."""
+        return {
+            "requests": {"total": sum(self.requests.values()), "by_status": dict(self.requests)},
+            "events": {
+                "received": self.received,
+                "processed": self.processed,
+                "failed": self.failed,
+                "unique": self.unique,
+                "duplicate": self.duplicate,
+                "late": self.late,
+                "test": self.test_events,
+                "failure_reasons": dict(self.failure_reasons),
+            },
+            "ad_accounts": {account: dict(counts) for account, counts in self.accounts.items()},
+            "resilience": self.resilience(),
+        }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 6) if whole else None
