@@ -1,17 +1,20 @@
 """Assemble, start and stop a real single-node Apache Kafka (KRaft) broker on a loopback port.
 
-Usage: local_kafka.py up|down|status [--dir DIR] [--port N] [--env-file FILE]
+Usage: local_kafka.py up|down|stop|status [--dir DIR] [--port N] [--env-file FILE] [--sasl]
 
 `up` resolves Kafka's jars from Maven Central once (cached in ~/.cache/capi-stream), formats KRaft
 storage, starts one combined broker+controller in the background, waits until it answers a metadata
 request, and writes KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<port> to the env file. It is idempotent: a
 broker already running from DIR is reported, not started twice. `down` stops it, removes its data.
+With `--sasl` the broker also listens for SASL_SSL (SCRAM-SHA-512) with a certificate from a CA
+made on the spot; the env file then also names that listener, the user, a password file and the CA.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -62,18 +65,114 @@ def ensure_jars() -> None:
     tmp.rename(LIBS)
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+SASL_USER = "capi-stream"
+
+
+def make_tls_material(data_dir: Path) -> None:
+    """A throwaway CA and a broker certificate for 127.0.0.1, as a PKCS#12 keystore."""
+    tls = data_dir / "tls"
+    tls.mkdir(exist_ok=True)
+    password = (tls / "store-password").read_text() if (tls / "store-password").exists() else ""
+    if password and (tls / "broker.p12").exists():
+        return
+    password = secrets.token_hex(16)
+    (tls / "store-password").write_text(password)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tls)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=capi-stream test CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "broker.key",
+        "-out",
+        "broker.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (tls / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "broker.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-out",
+        "broker.crt",
+        "-extfile",
+        "san.ext",
+    )
+    openssl(
+        "pkcs12",
+        "-export",
+        "-in",
+        "broker.crt",
+        "-inkey",
+        "broker.key",
+        "-certfile",
+        "ca.crt",
+        "-out",
+        "broker.p12",
+        "-passout",
+        f"pass:{password}",
+    )
+
+
+def sasl_properties(data_dir: Path, sasl_port: int) -> str:
+    tls = data_dir / "tls"
+    return f"""\
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\\
+  org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location={tls / "broker.p12"}
+ssl.keystore.password={(tls / "store-password").read_text()}
+ssl.key.password={(tls / "store-password").read_text()}
+ssl.endpoint.identification.algorithm=
+"""
+
+
+def server_properties(
+    data_dir: Path, port: int, controller_port: int, sasl_port: int | None
+) -> str:
+    listeners = f"PLAINTEXT://127.0.0.1:{port}"
+    if sasl_port is not None:
+        listeners += f",SASL_SSL://127.0.0.1:{sasl_port}"
     # Sized for a 2-core test machine: one replica, few internal partitions, small segments,
     # and no initial rebalance delay so consumer groups form immediately in tests.
     return f"""\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listeners}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 log.dirs={data_dir / "data"}
 num.partitions=1
 num.network.threads=2
@@ -94,7 +193,7 @@ log.retention.hours=24
 log.retention.check.interval.ms=60000
 auto.create.topics.enable=true
 delete.topic.enable=true
-"""
+""" + (sasl_properties(data_dir, sasl_port) if sasl_port is not None else "")
 
 
 def pid_alive(pid: int) -> bool:
@@ -135,12 +234,12 @@ def answers_metadata(bootstrap: str) -> bool:
     return bool(metadata.brokers)
 
 
-def up(data_dir: Path, port: int | None, env_file: Path) -> None:
+def up(data_dir: Path, port: int | None, env_file: Path, sasl: bool) -> None:
     pid = running_pid(data_dir)
     if pid is not None:
         bootstrap = (data_dir / "bootstrap").read_text().strip()
         print(f"Kafka {KAFKA_VERSION} already running (pid {pid}) at {bootstrap}")
-        write_env(env_file, bootstrap)
+        write_env(env_file, bootstrap, data_dir)
         return
     ensure_jars()
     started = time.monotonic()
@@ -150,8 +249,16 @@ def up(data_dir: Path, port: int | None, env_file: Path) -> None:
         # A restart reuses the broker's previous port so clients and stored data stay valid.
         port = int(port_file.read_text()) if port_file.exists() else free_port()
     controller_port = free_port()
+    sasl_port_file = data_dir / "sasl-port"
+    sasl_port = None
+    if sasl or sasl_port_file.exists():
+        sasl_port = int(sasl_port_file.read_text()) if sasl_port_file.exists() else free_port()
+        sasl_port_file.write_text(str(sasl_port))
+        make_tls_material(data_dir)
+        if not (data_dir / "sasl-password").exists():
+            (data_dir / "sasl-password").write_text(secrets.token_hex(12))
     properties = data_dir / "server.properties"
-    properties.write_text(server_properties(data_dir, port, controller_port))
+    properties.write_text(server_properties(data_dir, port, controller_port, sasl_port))
     java = [
         shutil.which("java") or "java",
         "-Xms256m",
@@ -165,6 +272,10 @@ def up(data_dir: Path, port: int | None, env_file: Path) -> None:
         f"{LIBS}/*",
     ]
     if not (data_dir / "data" / "meta.properties").exists():
+        scram = []
+        if sasl_port is not None:
+            password = (data_dir / "sasl-password").read_text()
+            scram = ["--add-scram", f"SCRAM-SHA-512=[name={SASL_USER},password={password}]"]
         subprocess.run(
             [
                 *java,
@@ -175,6 +286,7 @@ def up(data_dir: Path, port: int | None, env_file: Path) -> None:
                 str(uuid.uuid4().hex[:22]),
                 "-c",
                 str(properties),
+                *scram,
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -197,16 +309,25 @@ def up(data_dir: Path, port: int | None, env_file: Path) -> None:
             stop(data_dir)
             sys.exit(f"Kafka failed to start; see {data_dir / 'broker.out'}")
         time.sleep(0.2)
-    write_env(env_file, bootstrap)
+    write_env(env_file, bootstrap, data_dir)
     print(
         f"Kafka {KAFKA_VERSION} ready at {bootstrap} (pid {proc.pid}) "
         f"in {time.monotonic() - started:.1f}s; log {data_dir / 'broker.out'}"
     )
 
 
-def write_env(env_file: Path, bootstrap: str) -> None:
+def write_env(env_file: Path, bootstrap: str, data_dir: Path) -> None:
+    lines = [f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}"]
+    sasl_port_file = data_dir / "sasl-port"
+    if sasl_port_file.exists():
+        lines += [
+            f"KAFKA_SASL_BOOTSTRAP_SERVERS=127.0.0.1:{sasl_port_file.read_text()}",
+            f"KAFKA_SASL_USERNAME={SASL_USER}",
+            f"KAFKA_SASL_PASSWORD_FILE={data_dir / 'sasl-password'}",
+            f"KAFKA_SSL_CA_LOCATION={data_dir / 'tls' / 'ca.crt'}",
+        ]
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    env_file.write_text(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}\n")
+    env_file.write_text("\n".join(lines) + "\n")
 
 
 def stop(data_dir: Path) -> bool:
@@ -236,10 +357,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--port", type=int)
     parser.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE)
+    parser.add_argument("--sasl", action="store_true", help="also listen for SASL_SSL (SCRAM)")
     args = parser.parse_args()
     data_dir = args.dir.resolve()
     if args.command == "up":
-        up(data_dir, args.port, args.env_file)
+        up(data_dir, args.port, args.env_file, args.sasl)
     elif args.command == "down":
         down(data_dir, args.env_file, keep_data=False)
     elif args.command == "stop":

@@ -35,7 +35,7 @@ def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     return bool(metadata.brokers)
 
 
-def local_kafka(command: str, state_dir: Path, env_file: Path) -> None:
+def local_kafka(command: str, state_dir: Path, env_file: Path, *options: str) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -45,6 +45,7 @@ def local_kafka(command: str, state_dir: Path, env_file: Path) -> None:
             str(state_dir),
             "--env-file",
             str(env_file),
+            *options,
         ],
         check=True,
     )
