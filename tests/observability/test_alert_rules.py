@@ -1,0 +1,83 @@
+"""The alert rule file is valid, every alert is unit-tested, and each one has a runbook section."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.observability.conftest import REPO
+
+RULES_DIR = REPO / "helm" / "capi-stream" / "rules"
+RULES = RULES_DIR / "capi-stream-alerts.yaml"
+RULE_TESTS = RULES_DIR / "capi-stream-alerts.test.yaml"
+RUNBOOK = REPO / "docs" / "runbook.md"
+REQUIRED_ALERTS = {
+    "CapiStreamConsumerLagGrowing",
+    "CapiStreamDeadLetterRateHigh",
+    "CapiStreamSetupError",
+    "CapiStreamRateLimited",
+    "CapiStreamNoDeliveries",
+    "CapiStreamResilienceLow",
+    "CapiStreamNotReady",
+}
+
+
+def alert_rules() -> list[dict[str, object]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def test_promtool_check_rules(prometheus_bin: Path) -> None:
+    result = subprocess.run(
+        [str(prometheus_bin / "promtool"), "check", "rules", str(RULES)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def test_promtool_unit_tests_pass(prometheus_bin: Path) -> None:
+    result = subprocess.run(
+        [str(prometheus_bin / "promtool"), "test", "rules", RULE_TESTS.name],
+        cwd=RULES_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_required_alert_exists_and_is_unit_tested() -> None:
+    names = {str(rule["alert"]) for rule in alert_rules()}
+    assert names == REQUIRED_ALERTS
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    firing = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert firing == names
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: str(rule["alert"]))
+def test_alert_is_documented(rule: dict[str, object]) -> None:
+    annotations = rule["annotations"]
+    assert isinstance(annotations, dict)
+    assert {"summary", "description", "runbook_url"} <= annotations.keys()
+    labels = rule["labels"]
+    assert isinstance(labels, dict)
+    assert labels["severity"] in {"critical", "warning", "info"}
+    anchor = annotations["runbook_url"].split("#", 1)[1]
+    headings = re.findall(r"^## (\S+)", RUNBOOK.read_text(), flags=re.MULTILINE)
+    assert anchor in {h.lower() for h in headings}
+    section = RUNBOOK.read_text().split(f"## {rule['alert']}", 1)[1].split("\n## ", 1)[0]
+    for part in ("Meaning", "Impact", "Diagnosis", "Fix"):
+        assert f"**{part}.**" in section, f"{rule['alert']} runbook lacks {part}"
