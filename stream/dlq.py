@@ -1,0 +1,143 @@
+"""Writes dead letters (original bytes + error headers) and reports each one once acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from stream.models import SourceRecord
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.01
+RETRY_DELAY_S = 1.0
+
+
+def dead_letter_headers(
+    record: SourceRecord,
+    reason: str,
+    message: str,
+    status: int | None,
+    attempts: int,
+    failed_at: datetime,
+) -> list[tuple[str, str | bytes | None]]:
+    """The DESIGN §4 headers; `message` must already be free of PII."""
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("capi.error.reason", reason.encode()),
+        ("capi.error.message", message.encode()),
+        ("capi.source.topic", record.topic.encode()),
+        ("capi.source.partition", str(record.partition).encode()),
+        ("capi.source.offset", str(record.offset).encode()),
+    ]
+    if status is not None:
+        headers.append(("capi.http.status", str(status).encode()))
+    headers.append(("capi.attempts", str(attempts).encode()))
+    headers.append(("capi.failed_at", failed_at.isoformat(timespec="milliseconds").encode()))
+    return headers
+
+
+class DeadLetterProducer:
+    """Idempotent, acks=all producer for the dead-letter topic.
+
+    `send` never gives up: a record the broker refuses is produced again after a pause, and its
+    `on_acked` callback runs only after an acknowledgement, so its offset is never committed
+    past an unwritten dead letter. `healthy` is False while acknowledgements fail.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, str],
+        topic: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._config = {
+            **config,
+            "enable.idempotence": "true",
+            "acks": "all",
+            "linger.ms": "20",
+        }
+        self._topic = topic
+        self._clock = clock
+        self._producer: Producer | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self.healthy = True
+        self.unacked = 0
+
+    async def start(self) -> None:
+        self._producer = Producer(self._config)
+        self._poller = asyncio.create_task(self._poll())
+
+    def send(
+        self,
+        record: SourceRecord,
+        reason: str,
+        message: str,
+        on_acked: Callable[[], None],
+        status: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        headers = dead_letter_headers(record, reason, message, status, attempts, self._clock())
+        self.unacked += 1
+        self._produce(record, headers, on_acked)
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
+        if self._producer is not None:
+            self._producer.flush(0)
+            self._producer = None
+
+    def _produce(
+        self,
+        record: SourceRecord,
+        headers: list[tuple[str, str | bytes | None]],
+        on_acked: Callable[[], None],
+    ) -> None:
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("DeadLetterProducer.start() was not awaited")
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is None:
+                self.healthy = True
+                self.unacked -= 1
+                on_acked()
+                return
+            self.healthy = False
+            log.warning(
+                "dead letter for %s[%d]@%d not acknowledged (%s); producing it again",
+                record.topic,
+                record.partition,
+                record.offset,
+                error.name(),
+            )
+            asyncio.get_running_loop().call_later(
+                RETRY_DELAY_S, self._produce, record, headers, on_acked
+            )
+
+        try:
+            producer.produce(
+                self._topic,
+                value=record.value,
+                key=record.key,
+                headers=headers,
+                on_delivery=delivered,
+            )
+        except BufferError:
+            # The local queue is full: let the poller drain it, then try again.
+            asyncio.get_running_loop().call_later(
+                POLL_INTERVAL_S, self._produce, record, headers, on_acked
+            )
+
+    async def _poll(self) -> None:
+        # Delivery callbacks run inside poll(); polling on the event loop keeps them there too.
+        producer = self._producer
+        while producer is not None:
+            producer.poll(0)
+            await asyncio.sleep(POLL_INTERVAL_S)

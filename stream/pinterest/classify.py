@@ -1,0 +1,149 @@
+"""Turns one Conversions API answer into per-event outcomes or a request-level verdict."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+ErrorKind = Literal["timeout", "connection"]
+VerdictKind = Literal["events", "retry", "setup_error", "request_invalid"]
+RetryReason = Literal["rate_limited", "server_error", "timeout", "connection_error", "bad_response"]
+
+MAX_MESSAGE_CHARS = 300
+# Beyond this an x-ratelimit-reset value is an absolute Unix time, not a number of seconds.
+EPOCH_THRESHOLD = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """What came back for one request: an HTTP answer, or a transport error without one."""
+
+    status: int | None
+    body: bytes = b""
+    headers: Mapping[str, str] | None = None
+    error: ErrorKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """Pinterest's verdict on one event of the request, in request order."""
+
+    processed: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """`events`: read per event; `retry`: nothing settled, try again (after `retry_after` if
+    the server said so); `setup_error`: token or account problem, pause the account, never
+    dead-letter; `request_invalid`: the request as a whole was refused (bisect it)."""
+
+    kind: VerdictKind
+    status: int | None
+    outcomes: tuple[EventOutcome, ...] = ()
+    reason: RetryReason | None = None
+    message: str = ""
+    retry_after: float | None = None
+
+
+def classify(response: ApiResponse, sent: int, now: float) -> Verdict:
+    """Classifies the answer to a request that carried `sent` events; `now` is Unix time."""
+    status = response.status
+    if response.error is not None or status is None:
+        reason: RetryReason = "timeout" if response.error == "timeout" else "connection_error"
+        return Verdict("retry", None, reason=reason, message=reason.replace("_", " "))
+    payload = _json(response.body)
+    message = _message(payload)
+    if 200 <= status < 300:
+        outcomes = _outcomes(payload, sent)
+        if outcomes is None:
+            return Verdict("retry", status, reason="bad_response", message="unreadable response")
+        return Verdict("events", status, outcomes)
+    if status == 422:
+        details = payload.get("details") if isinstance(payload, dict) else None
+        outcomes = _outcomes(details, sent)
+        if outcomes is None:
+            outcomes = (EventOutcome(False, message or "rejected"),) * sent
+        return Verdict("events", status, outcomes, message=message)
+    if status in (401, 403, 404):
+        return Verdict("setup_error", status, message=message or f"HTTP {status}")
+    if status == 429:
+        hint = retry_after(response.headers or {}, now)
+        return Verdict("retry", status, reason="rate_limited", message=message, retry_after=hint)
+    if status == 408:
+        return Verdict("retry", status, reason="timeout", message=message or "HTTP 408")
+    if status >= 500:
+        hint = retry_after(response.headers or {}, now)
+        return Verdict("retry", status, reason="server_error", message=message, retry_after=hint)
+    if 400 <= status < 500:
+        return Verdict("request_invalid", status, message=message or f"HTTP {status}")
+    return Verdict("retry", status, reason="bad_response", message=f"HTTP {status}")
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait from Retry-After, else x-ratelimit-reset; None when neither is usable."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    value = lowered.get("retry-after")
+    if value is not None:
+        seconds = _number(value)
+        if seconds is None:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+            except (TypeError, ValueError, IndexError):
+                seconds = None
+        if seconds is not None:
+            return max(seconds, 0.0)
+    reset = _number(lowered.get("x-ratelimit-reset", "").split(",")[0])
+    if reset is None:
+        return None
+    return max(reset - now if reset > EPOCH_THRESHOLD else reset, 0.0)
+
+
+def _outcomes(payload: Any, sent: int) -> tuple[EventOutcome, ...] | None:
+    if not isinstance(payload, dict):
+        return None
+    events = payload.get("events")
+    if not isinstance(events, list) or len(events) != sent:
+        return None
+    outcomes = []
+    for item in events:
+        if not isinstance(item, dict) or item.get("status") not in ("processed", "failed"):
+            return None
+        if item["status"] == "processed":
+            outcomes.append(EventOutcome(True))
+        else:
+            text = item.get("error_message")
+            outcomes.append(EventOutcome(False, _clip(text) if text else "failed"))
+    return tuple(outcomes)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _message(payload: Any) -> str:
+    if isinstance(payload, dict):
+        text = payload.get("message")
+        if isinstance(text, str) and text:
+            return _clip(text)
+    return ""
+
+
+def _clip(text: object) -> str:
+    return str(text)[:MAX_MESSAGE_CHARS]
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None

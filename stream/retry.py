@@ -1,0 +1,61 @@
+"""Retry timing: full-jitter exponential backoff, server hints, and a total time budget."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+
+class Backoff:
+    """Full-jitter exponential backoff: attempt n waits uniform(0, min(max, initial * 2**n)).
+
+    A server hint (Retry-After, x-ratelimit-reset) replaces the jittered delay: waiting less
+    than the server asked only earns another 429.
+    """
+
+    def __init__(
+        self,
+        initial_s: float,
+        max_s: float,
+        budget_s: float,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.budget_s = budget_s
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._clock = clock
+
+    def delay(self, attempt: int, hint: float | None = None) -> float:
+        if hint is not None and hint > 0:
+            return min(hint, self.max_s)
+        ceiling = min(self.max_s, self.initial_s * 2 ** min(attempt, 62))
+        return self._rng.uniform(0, ceiling)
+
+    def start(self) -> RetryState:
+        return RetryState(self, self._clock)
+
+
+class RetryState:
+    """The retries of one unit of work: counts attempts and enforces the total budget."""
+
+    __slots__ = ("_backoff", "_clock", "_deadline", "retries")
+
+    def __init__(self, backoff: Backoff, clock: Callable[[], float]) -> None:
+        self._backoff = backoff
+        self._clock = clock
+        self._deadline = clock() + backoff.budget_s
+        self.retries = 0
+
+    def next_delay(self, hint: float | None = None) -> float | None:
+        """The wait before the next attempt, or None once the budget is spent.
+
+        A wait reaching past the budget is shortened so the last attempt happens at its end.
+        """
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            return None
+        self.retries += 1
+        return min(self._backoff.delay(self.retries - 1, hint), remaining)

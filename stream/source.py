@@ -1,0 +1,221 @@
+"""Consumes source topics in batches off the event loop; pause/resume and rebalance hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, cast
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from stream.models import SourceRecord
+from stream.offsets import TopicPartitionKey
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_NOT_AVAILABLE = 0
+
+# Defaults a deployment may override through kafka.properties.
+DEFAULT_CONSUMER_CONFIG = {
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    # librdkafka's prefetch is memory we do not count: keep it bounded (16 MiB).
+    "queued.max.messages.kbytes": "16384",
+    "fetch.max.bytes": "16777216",
+    "statistics.interval.ms": "5000",
+}
+# Offsets are committed only by us, only for settled messages: never overridable.
+FORCED_CONSUMER_CONFIG = {"enable.auto.commit": "false", "enable.auto.offset.store": "false"}
+
+
+class RebalanceListener(Protocol):
+    """Called on the consumer thread, inside `poll` or `close`.
+
+    `revoked` may block while in-flight work drains and returns the positions to commit before
+    the partitions are released; `lost` partitions already belong to someone else.
+    """
+
+    def assigned(self, partitions: list[TopicPartitionKey]) -> None: ...
+
+    def revoked(self, partitions: list[TopicPartitionKey]) -> Mapping[TopicPartitionKey, int]: ...
+
+    def lost(self, partitions: list[TopicPartitionKey]) -> None: ...
+
+
+class KafkaSource:
+    """A confluent-kafka consumer driven from one dedicated thread.
+
+    Every consumer call (consume, commit, pause, close) runs on that thread, so rebalance
+    callbacks never race with a commit. `generation` changes on every rebalance; a commit
+    computed before one is dropped rather than applied to a changed assignment.
+    """
+
+    def __init__(
+        self,
+        client_config: Mapping[str, str],
+        group_id: str,
+        topics: list[str],
+        listener: RebalanceListener,
+        on_statistics: Callable[[str], None] | None = None,
+    ) -> None:
+        config: dict[str, Any] = {
+            **DEFAULT_CONSUMER_CONFIG,
+            **client_config,
+            "group.id": group_id,
+            **FORCED_CONSUMER_CONFIG,
+        }
+        if on_statistics is not None:
+            config["stats_cb"] = on_statistics
+        else:
+            config.pop("statistics.interval.ms", None)
+        self._config = config
+        self._topics = topics
+        self._listener = listener
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
+        self._consumer: Consumer | None = None
+        self._want_paused = False
+        self._paused: set[TopicPartitionKey] = set()
+        self.generation = 0
+        self.assignment: set[TopicPartitionKey] = set()
+
+    @property
+    def paused_partitions(self) -> int:
+        return len(self._paused)
+
+    async def start(self) -> None:
+        await self._call(self._start)
+
+    async def poll(self, max_messages: int, timeout_s: float) -> list[SourceRecord]:
+        records: list[SourceRecord] = await self._call(self._poll, max_messages, timeout_s)
+        return records
+
+    def pause(self) -> None:
+        """Stops fetching every assigned partition from the next poll on (still polling)."""
+        self._want_paused = True
+
+    def resume(self) -> None:
+        self._want_paused = False
+
+    async def commit(self, positions: Mapping[TopicPartitionKey, int], generation: int) -> bool:
+        """Commits synchronously; False when a rebalance happened since `generation`."""
+        if not positions:
+            return True
+        committed: bool = await self._call(self._commit, dict(positions), generation)
+        return committed
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._call(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    # Everything below runs on the consumer thread.
+
+    def _start(self) -> None:
+        self._consumer = Consumer(self._config)
+        self._consumer.subscribe(
+            self._topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _poll(self, max_messages: int, timeout_s: float) -> list[SourceRecord]:
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        self._apply_pause(consumer)
+        records = []
+        for message in consumer.consume(max_messages, timeout_s):
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer error: %s", error.str())
+                continue
+            records.append(_record(message))
+        return records
+
+    def _apply_pause(self, consumer: Consumer) -> None:
+        if self._want_paused:
+            new = self.assignment - self._paused
+            if new:
+                consumer.pause([TopicPartition(t, p) for t, p in new])
+                self._paused |= new
+        elif self._paused:
+            consumer.resume([TopicPartition(t, p) for t, p in self._paused & self.assignment])
+            self._paused.clear()
+
+    def _commit(self, positions: dict[TopicPartitionKey, int], generation: int) -> bool:
+        consumer = self._consumer
+        if consumer is None or generation != self.generation:
+            return False
+        owned = {key: offset for key, offset in positions.items() if key in self.assignment}
+        return self._commit_now(consumer, owned)
+
+    def _commit_now(self, consumer: Consumer, positions: Mapping[TopicPartitionKey, int]) -> bool:
+        if not positions:
+            return True
+        offsets = [TopicPartition(t, p, offset) for (t, p), offset in positions.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offset commit failed: %s", exc.args[0].str() if exc.args else exc)
+            return False
+        return True
+
+    def _close(self) -> None:
+        consumer = self._consumer
+        self._consumer = None
+        if consumer is not None:
+            consumer.close()
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.generation += 1
+        self.assignment.update(keys)
+        log.info("assigned %d partitions: %s", len(keys), _describe(keys))
+        self._listener.assigned(keys)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.generation += 1
+        if not keys:
+            return
+        log.info("revoking %d partitions: %s", len(keys), _describe(keys))
+        positions = self._listener.revoked(keys)
+        self._commit_now(consumer, positions)
+        self._forget(keys)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.generation += 1
+        log.warning("lost %d partitions: %s", len(keys), _describe(keys))
+        self._listener.lost(keys)
+        self._forget(keys)
+
+    def _forget(self, keys: list[TopicPartitionKey]) -> None:
+        self.assignment.difference_update(keys)
+        self._paused.difference_update(keys)
+
+
+def _record(message: Message) -> SourceRecord:
+    kind, timestamp = message.timestamp()
+    # Only error events lack a topic, partition or offset, and those never get here.
+    return SourceRecord(
+        cast(str, message.topic()),
+        cast(int, message.partition()),
+        cast(int, message.offset()),
+        message.key(),
+        message.value(),
+        None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
+    )
+
+
+def _describe(keys: list[TopicPartitionKey]) -> str:
+    return ", ".join(f"{topic}[{partition}]" for topic, partition in sorted(keys))
