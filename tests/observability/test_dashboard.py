@@ -1,0 +1,129 @@
+"""Static checks of the Grafana dashboard and alert rules against the metric set."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from stream.metrics import Metrics
+from tests.observability.conftest import REPO
+
+DASHBOARD = REPO / "helm" / "capi-stream" / "dashboards" / "capi-stream.json"
+RULES = REPO / "helm" / "capi-stream" / "rules" / "capi-stream-alerts.yaml"
+METRIC_NAME = re.compile(r"\bcapi_stream_[a-z_]+\b")
+# Every panel the issue asks for, by the metric that answers it.
+REQUIRED_METRICS = {
+    "capi_stream_events_total",
+    "capi_stream_dead_letters_total",
+    "capi_stream_requests_total",
+    "capi_stream_request_duration_seconds_bucket",
+    "capi_stream_concurrency_limit",
+    "capi_stream_inflight_requests",
+    "capi_stream_buffered_events",
+    "capi_stream_paused_partitions",
+    "capi_stream_consumer_lag",
+    "capi_stream_delivery_latency_seconds_bucket",
+    "capi_stream_late_events_total",
+    "capi_stream_resilience_good",
+    "capi_stream_identifier_coverage_ratio",
+    "capi_stream_setup_error",
+}
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def panels() -> Iterator[dict[str, Any]]:
+    for panel in dashboard()["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def exprs() -> list[str]:
+    return [t["expr"] for p in panels() for t in p.get("targets", [])]
+
+
+def exported_names() -> set[str]:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        if family.type == "histogram":
+            names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+    return names
+
+
+def test_identity_is_stable() -> None:
+    board = dashboard()
+    assert board["uid"] == "capi-stream-overview"
+    assert board["title"] == "capi-stream"
+    ids = [p["id"] for p in panels()]
+    assert len(ids) == len(set(ids))
+
+
+def test_datasource_is_a_variable_everywhere() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for panel in panels():
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def test_rates_use_rate_interval() -> None:
+    for expr in exprs():
+        for window in re.findall(r"\[([^\]]+)\]", expr):
+            assert window == "$__rate_interval", expr
+
+
+def test_every_query_uses_known_metrics() -> None:
+    known = exported_names()
+    used = {name for expr in exprs() for name in METRIC_NAME.findall(expr)}
+    assert used <= known, used - known
+    assert used >= REQUIRED_METRICS, REQUIRED_METRICS - used
+
+
+def test_every_alert_uses_known_metrics() -> None:
+    known = exported_names()
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            used = set(METRIC_NAME.findall(rule["expr"]))
+            assert used, rule["alert"]
+            assert used <= known, (rule["alert"], used - known)
+
+
+@pytest.mark.parametrize(
+    "panel", [p for p in panels() if p["type"] != "row"], ids=lambda p: p["title"]
+)
+def test_panel_explains_itself(panel: dict[str, Any]) -> None:
+    assert len(panel["description"]) > 30
+    assert panel["targets"]
+
+
+def test_panels_do_not_overlap() -> None:
+    taken: set[tuple[int, int]] = set()
+    for panel in panels():
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        cells = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
+        assert not cells & taken, panel["title"]
+        taken |= cells
