@@ -52,6 +52,7 @@ EVENT_NAMES: Final = frozenset(
 ACTION_SOURCES: Final = frozenset({"web", "app_android", "app_ios", "offline"})
 MAX_FUTURE_S: Final = 300
 MAX_AGE_S: Final = 7 * 24 * 3600
+MAX_SHAPES: Final = 1024
 
 _TYPES: Final[Mapping[str, frozenset[type]]] = {
     "string": frozenset({str}),
@@ -169,19 +170,45 @@ class _Compiler:
         return check
 
     def _object(self, node: Mapping[str, Any], allowed: frozenset[type]) -> Check:
-        rules = {key: self.compile(sub) for key, sub in node.get("properties", {}).items()}
-        # Split so that the common case, a leaf of exactly one class, costs one lookup.
+        schemas: Mapping[str, Any] = node.get("properties", {})
+        rules = {key: self.compile(sub) for key, sub in schemas.items()}
+        # Split so that the common cases cost no call: a leaf of exactly one class, and an
+        # unbounded array of one class (user_data's hashed fields).
         classes = {key: rule for key, rule in rules.items() if isinstance(rule, type)}
-        checks = {key: rule for key, rule in rules.items() if not isinstance(rule, type)}
+        lists: dict[str, type] = {}
+        for key, sub in schemas.items():
+            if sub.get("type") == "array" and set(sub) - _ANNOTATIONS == {"type", "items"}:
+                item_rule = self.compile(sub["items"])
+                if isinstance(item_rule, type):
+                    lists[key] = item_rule
+        checks = {
+            key: rule
+            for key, rule in rules.items()
+            if not isinstance(rule, type) and key not in lists
+        }
         required = frozenset(node.get("required", ()))
         order = tuple(node.get("required", ()))
         closed = node.get("additionalProperties", True) is False
         known = frozenset(rules)
         expected = _expected(allowed)
+        # Valid "shapes" (key order + value classes) seen before: for those, the keys, required
+        # members and leaf types are known good and only arrays and nested rules still run.
+        # Bounded, so hostile input cannot grow it.
+        shapes: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
-        def check(value: Any) -> Problem | None:
-            if value.__class__ is not dict:
-                return None if value.__class__ in allowed else ("", expected)
+        def deep(value: dict[str, Any], array_keys: Any, nested_keys: Any) -> Problem | None:
+            for key in array_keys:
+                cls = lists[key]
+                for index, item in enumerate(value[key]):
+                    if item.__class__ is not cls:
+                        return f"{key}[{index}]", _expected(frozenset({cls}))
+            for key in nested_keys:
+                problem = checks[key](value[key])
+                if problem is not None:
+                    return _join(key, problem)
+            return None
+
+        def full(value: dict[str, Any]) -> Problem | None:
             keys = value.keys()
             if not required <= keys:
                 return next(key for key in order if key not in value), "required"
@@ -189,16 +216,29 @@ class _Compiler:
                 return str(next(key for key in keys if key not in known)), "unknown field"
             for key, item in value.items():
                 cls = classes.get(key)
-                if cls is not None:
-                    if item.__class__ is not cls:
-                        return key, _expected(frozenset({cls}))
-                    continue
-                sub = checks.get(key)
-                if sub is not None:
-                    problem = sub(item)
-                    if problem is not None:
-                        return _join(key, problem)
-            return None
+                if cls is not None and item.__class__ is not cls:
+                    return key, _expected(frozenset({cls}))
+                if key in lists and item.__class__ is not list:
+                    return key, "expected array"
+            return deep(value, (k for k in value if k in lists), (k for k in value if k in checks))
+
+        def check(value: Any) -> Problem | None:
+            if value.__class__ is not dict:
+                return None if value.__class__ in allowed else ("", expected)
+            shape = (*value, *map(type, value.values()))
+            known_shape = shapes.get(shape)
+            if known_shape is None:
+                problem = full(value)
+                if problem is None and len(shapes) < MAX_SHAPES:
+                    shapes[shape] = (
+                        tuple(k for k in value if k in lists),
+                        tuple(k for k in value if k in checks),
+                    )
+                return problem
+            array_keys, nested_keys = known_shape
+            if not array_keys and not nested_keys:
+                return None
+            return deep(value, array_keys, nested_keys)
 
         return check
 

@@ -1,0 +1,121 @@
+"""Decodes message bytes into a JSON object and reads typed fields from it, naming fields in errors.
+
+Every reader raises `InvalidMessage` whose text names the field and the expected shape, never the
+value, so it is safe for dead-letter headers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+
+from stream.errors import DeadLetterReason, InvalidMessage
+
+EMPTY: Final[Mapping[str, Any]] = {}
+_DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_INTEGER: Final = re.compile(r"-?[0-9]{1,18}")
+
+
+def decode(value: bytes | None) -> dict[str, Any]:
+    """The message as a JSON object; `decode_error` if it is not one."""
+    if value is None:
+        raise InvalidMessage("decode_error", "message has no value")
+    try:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise InvalidMessage("decode_error", "message is not valid JSON (UTF-8)") from None
+    if message.__class__ is not dict:
+        raise InvalidMessage("decode_error", "message is not a JSON object")
+    return message
+
+
+def mapping(
+    parent: Mapping[str, Any], key: str, path: str, reason: DeadLetterReason = "mapping_error"
+) -> Mapping[str, Any]:
+    """The object at `key`, or an empty mapping when it is absent or null."""
+    value = parent.get(key)
+    if value is None:
+        return EMPTY
+    if value.__class__ is not dict:
+        raise InvalidMessage(reason, f"{path}: expected an object")
+    return value
+
+
+def text(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> str | None:
+    """A string field; numbers are accepted as their decimal text; "" and null mean absent."""
+    cls = value.__class__
+    if cls is str:
+        return value or None
+    if value is None:
+        return None
+    if cls is int:
+        return str(value)
+    if cls is float and math.isfinite(value):
+        return repr(value)
+    raise InvalidMessage(reason, f"{path}: expected a string")
+
+
+def texts(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> list[str]:
+    """A string field that may also be an array of strings (e.g. several emails)."""
+    if value.__class__ is list:
+        found = []
+        for index, item in enumerate(value):
+            one = text(item, f"{path}[{index}]", reason)
+            if one is not None:
+                found.append(one)
+        return found
+    one = text(value, path, reason)
+    return [] if one is None else [one]
+
+
+def decimal(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> str | None:
+    """A money amount as the decimal string Pinterest expects (`"72.39"`), from number or text."""
+    cls = value.__class__
+    if cls is int:
+        return str(value)
+    if cls is float:
+        if not math.isfinite(value):
+            raise InvalidMessage(reason, f"{path}: not a finite number")
+        shown = repr(value)
+        # repr switches to exponent notation for very large or small values; Pinterest parses
+        # plain decimals.
+        return format(Decimal(shown), "f") if "e" in shown else shown
+    if cls is str:
+        stripped: str = value.strip()
+        if not stripped:
+            return None
+        if _DECIMAL.fullmatch(stripped):
+            return stripped
+        raise InvalidMessage(reason, f"{path}: not a decimal number")
+    if value is None:
+        return None
+    raise InvalidMessage(reason, f"{path}: expected a number")
+
+
+def integer(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> int | None:
+    """A whole number from an integer, an integral float or a digit string."""
+    cls = value.__class__
+    if cls is int:
+        return value  # type: ignore[no-any-return]
+    if cls is float and value.is_integer():
+        return int(value)
+    if cls is str and _INTEGER.fullmatch(value.strip()):
+        return int(value)
+    if value is None:
+        return None
+    raise InvalidMessage(reason, f"{path}: expected an integer")
+
+
+def dotted(message: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at a dotted path such as ("context", "traits", "state"), or None."""
+    value: Any = message
+    for part in path:
+        if value.__class__ is not dict:
+            return None
+        value = value.get(part)
+    return value

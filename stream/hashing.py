@@ -1,0 +1,197 @@
+"""Normalizes and SHA-256-hashes `user_data` values exactly as DESIGN §2 specifies (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date
+from functools import cache, lru_cache
+from typing import Final
+
+import pycountry
+
+HASHED_FIELDS: Final = (
+    "em",
+    "ph",
+    "fn",
+    "ln",
+    "ge",
+    "db",
+    "ct",
+    "st",
+    "zp",
+    "country",
+    "external_id",
+    "hashed_maids",
+)
+
+_HEX64: Final = re.compile(r"[0-9A-Fa-f]{64}")
+_NOT_DIGIT: Final = re.compile(r"[^0-9]+")
+_DATE: Final = re.compile(r"([0-9]{4})-?([0-9]{2})-?([0-9]{2})(?:[T ].*)?", re.DOTALL)
+_ZIP_PLUS_4: Final = re.compile(r"[0-9]{5}-[0-9]{4}")
+_GENDERS: Final[Mapping[str, str]] = {
+    "m": "m",
+    "male": "m",
+    "man": "m",
+    "f": "f",
+    "female": "f",
+    "woman": "f",
+    "n": "n",
+    "non-binary": "n",
+    "non binary": "n",
+    "nonbinary": "n",
+}
+
+
+def _strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+
+
+@cache
+def _state_codes() -> Mapping[str, str]:
+    # Built on first use, not at import: pycountry loads its database lazily and slowly.
+    codes: dict[str, str] = {}
+    for country in ("US", "CA"):
+        for subdivision in pycountry.subdivisions.get(country_code=country):  # type: ignore[no-untyped-call]
+            code = subdivision.code.split("-", 1)[1].lower()
+            name = subdivision.name.lower()
+            codes[name] = code
+            codes[_strip_accents(name)] = code
+    return codes
+
+
+@cache
+def _country_codes() -> Mapping[str, str]:
+    codes: dict[str, str] = {}
+    for country in pycountry.countries:
+        alpha_2 = country.alpha_2.lower()
+        codes[alpha_2] = alpha_2
+        codes[country.alpha_3.lower()] = alpha_2
+        for attribute in ("name", "common_name", "official_name"):
+            name = getattr(country, attribute, None)
+            if name:
+                codes[name.lower()] = alpha_2
+                codes[_strip_accents(name.lower())] = alpha_2
+    return codes
+
+
+def _phone(text: str) -> str:
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return _NOT_DIGIT.sub("", text).lstrip("0")
+
+
+def _gender(text: str) -> str:
+    return _GENDERS.get(text.lower(), "")
+
+
+def _birthday(text: str) -> str:
+    match = _DATE.fullmatch(text)
+    if match is None:
+        return ""
+    year, month, day = match.groups()
+    try:
+        date(int(year), int(month), int(day))
+    except ValueError:
+        return ""
+    return year + month + day
+
+
+def _city(text: str) -> str:
+    return "".join(filter(str.isalnum, text.lower()))
+
+
+def _lookup(table: Mapping[str, str], name: str) -> str | None:
+    key = " ".join(name.split())
+    code = table.get(key)
+    if code is None and not key.isascii():
+        code = table.get(_strip_accents(key))
+    return code
+
+
+def _state(text: str) -> str:
+    lowered = text.lower()
+    return _lookup(_state_codes(), lowered) or lowered
+
+
+def _zip(text: str) -> str:
+    compact = "".join(text.lower().split())
+    return compact[:5] if _ZIP_PLUS_4.fullmatch(compact) else compact
+
+
+def _country(text: str) -> str:
+    lowered = " ".join(text.lower().split())
+    code = _lookup(_country_codes(), lowered)
+    if code is not None:
+        return code
+    # An unlisted two-letter value is still shaped like a code; anything longer cannot be one.
+    return lowered if len(lowered) == 2 and lowered.isascii() and lowered.isalpha() else ""
+
+
+_RULES: Final[Mapping[str, Callable[[str], str]]] = {
+    "em": str.lower,
+    "ph": _phone,
+    "fn": str.lower,
+    "ln": str.lower,
+    "ge": _gender,
+    "db": _birthday,
+    "ct": _city,
+    "st": _state,
+    "zp": _zip,
+    "country": _country,
+    "external_id": str.lower,
+    "hashed_maids": str.lower,
+}
+
+
+def _prepare(field: str, value: str) -> tuple[str, bool] | None:
+    """(text, already_hashed) or None when the value must be omitted."""
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) == 64 and _HEX64.fullmatch(text):
+        return text.lower(), True
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    normalized = _RULES[field](text)
+    return (normalized, False) if normalized else None
+
+
+def normalize(field: str, value: str) -> str | None:
+    """The text that gets hashed (or the lowercased hash passed through); None means omit."""
+    prepared = _prepare(field, value)
+    return None if prepared is None else prepared[0]
+
+
+def digest(field: str, value: str) -> str | None:
+    """Lowercase SHA-256 hex of the normalized value, the passed-through hash, or None to omit."""
+    prepared = _prepare(field, value)
+    if prepared is None:
+        return None
+    text, hashed = prepared
+    return text if hashed else hashlib.sha256(text.encode()).hexdigest()
+
+
+class Hasher:
+    """Hashes values of one `user_data` field into Pinterest's de-duplicated array.
+
+    Results are memoized (bounded LRU): the same email or city recurs across a visitor's events,
+    and a cache hit costs a fraction of normalizing and hashing again.
+    """
+
+    def __init__(self, cache_size: int = 65_536) -> None:
+        self._digest: Callable[[str, str], str | None] = (
+            lru_cache(maxsize=cache_size)(digest) if cache_size > 0 else digest
+        )
+
+    def hash_values(self, field: str, values: Iterable[str]) -> list[str]:
+        """Hashes of the values that survive normalization, first occurrence first."""
+        hashed = self._digest
+        result: list[str] = []
+        for value in values:
+            hexdigest = hashed(field, value)
+            if hexdigest is not None and hexdigest not in result:
+                result.append(hexdigest)
+        return result
