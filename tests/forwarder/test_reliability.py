@@ -1,0 +1,118 @@
+"""kill -9 and SIGTERM of the real forwarder mid-run: nothing lost, nothing acked re-sent."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from stream.generator import ClickstreamGenerator
+from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
+from tests.forwarder.test_delivery import all_committed, produce
+from tests.kafka_helpers import Broker
+from tests.sandbox_helpers import SandboxProcess
+
+# A killed member is only replaced once its session expires; keep that short for the test.
+FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+
+def received(sandbox: SandboxProcess) -> int:
+    count: int = sandbox.stats()["events"]["received"]
+    return count
+
+
+def test_kill_9_three_times_loses_nothing_and_duplicates_keep_their_event_id(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(partitions=3), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=99, poison_ratio=0.01).messages(50_000))
+    produce(kafka, topic, messages)
+    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    poison = sum(1 for m in messages if m.kind == "poison")
+    # Slow requests keep work in flight, so every kill lands mid-batch.
+    sandbox.set_faults(latency_ms=20, jitter_ms=30)
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        [topic],
+        group_id=group,
+        dead_letter_topic=dlq,
+        kafka={"properties": FAST_GROUP},
+        batching={"max_events": 200, "linger_ms": 100},
+    )
+    rng = random.Random(7)
+    kills = 0
+    for fraction in sorted(rng.uniform(0.1, 0.8) for _ in range(3)):
+        with running_forwarder(config, tmp_path, f"run-{kills}") as forwarder:
+            target = int(len(expected) * fraction)
+            wait_until(lambda t=target: received(sandbox) >= t, 90, f"{target} events received")
+            time.sleep(rng.uniform(0, 0.5))  # a random moment, not a synchronisation point
+            forwarder.kill()
+            kills += 1
+    with running_forwarder(config, tmp_path, "final") as forwarder:
+        wait_until(lambda: all_committed(kafka, group, topic), 120, "all offsets committed")
+        assert forwarder.terminate() == 0
+    assert kills == 3
+
+    copies: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
+    for record in sandbox.events():
+        event = record["event"]
+        copies[(event["event_id"], event["event_name"])].append(event)
+    assert set(copies) == expected, "every valid event delivered, nothing unexpected"
+    duplicates = sum(len(c) - 1 for c in copies.values())
+    for same in copies.values():
+        assert all(event == same[0] for event in same), "a redelivery is the identical event"
+    print(f"kill -9 x3: {duplicates} duplicate deliveries of {len(expected)} events")
+    letters = kafka.read_all(dlq)
+    # Dead letters may repeat too (at-least-once), but every poison message is there.
+    assert (
+        len(
+            {
+                (headers["capi.source.partition"], headers["capi.source.offset"])
+                for headers in ({k: v.decode() for k, v in letter.headers()} for letter in letters)
+            }
+        )
+        == poison
+    )
+
+
+def test_sigterm_exits_0_within_grace_and_restart_resends_nothing_acked(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(partitions=3), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=42, poison_ratio=0.0).messages(20_000))
+    produce(kafka, topic, messages)
+    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    sandbox.set_faults(latency_ms=50)
+    grace = 10.0
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        [topic],
+        group_id=group,
+        dead_letter_topic=dlq,
+        batching={"max_events": 100, "linger_ms": 200},
+        shutdown={"grace_period_s": grace},
+    )
+    with running_forwarder(config, tmp_path, "first") as forwarder:
+        wait_until(lambda: received(sandbox) >= 3000, 60, "3000 events received")
+        started = time.monotonic()
+        assert forwarder.terminate(timeout=grace + 15) == 0
+        took = time.monotonic() - started
+    assert took < grace + 5, f"shutdown took {took:.1f}s"
+    before = sandbox.stats()["events"]
+    assert before["received"] < len(expected), "stopped mid-run"
+    assert "stopped" in forwarder.log()
+    sandbox.set_faults(latency_ms=0)
+    with running_forwarder(config, tmp_path, "second"):
+        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
+    after = sandbox.stats()["events"]
+    assert after["duplicate"] == 0, "nothing acked before SIGTERM was sent again"
+    assert after["received"] == len(expected)
+    assert {(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()} == (
+        expected
+    )
