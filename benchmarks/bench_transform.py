@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import timeit
 from collections.abc import Sequence
 
 import orjson
@@ -18,7 +19,11 @@ def _distinct(messages: Sequence[bytes]) -> list[bytes]:
     """The same messages with every identity value made unique, so the hash cache never hits."""
     out = []
     for index, value in enumerate(messages):
-        message = orjson.loads(value)
+        try:
+            message = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            out.append(value)
+            continue
         suffix = f"{index:07d}"
         context = message.get("context", {})
         traits = context.get("traits")
@@ -65,12 +70,15 @@ def main() -> None:
         "page (minimal)": ClickstreamGenerator(2, mix="page", poison_ratio=0),
         "realistic mix": ClickstreamGenerator(3, mix="realistic", poison_ratio=0.01),
     }
+    calibration = min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+    # The same reference loop takes ~10 µs on an idle modern core; higher means a busy machine.
+    print(f"calibration: sum(range(1000)) = {calibration:.1f} µs")
     print(f"{'shape':<18} {'bytes':>6} {'cached ev/s':>12} {'distinct ev/s':>14}")
     for name, generator in shapes.items():
         messages = [m.value for m in generator.messages(args.count)]
         transformer = Transformer(settings)
         sample = transformer.transform(settings.sources[0], messages[0], int(time.time() * 1000))
-        assert isinstance(sample, PinterestEvent), sample
+        assert name == "realistic mix" or isinstance(sample, PinterestEvent), sample
         cached = measure(transformer, settings, messages, args.rounds)
         distinct = _distinct(messages)
         # A cache of size 0 hashes every value afresh: the cold-cache worst case.
