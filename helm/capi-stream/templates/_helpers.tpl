@@ -1,0 +1,146 @@
+{{/* Chart name, truncated to the 63 characters Kubernetes allows in names. */}}
+{{- define "capi-stream.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: release-chart unless the release name already holds the chart's. */}}
+{{- define "capi-stream.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "capi-stream.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades, so never the chart version. */}}
+{{- define "capi-stream.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "capi-stream.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "capi-stream.labels" -}}
+helm.sh/chart: {{ include "capi-stream.chart" . }}
+{{ include "capi-stream.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: forwarder
+{{- end }}
+
+{{- define "capi-stream.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "capi-stream.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "capi-stream.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
+{{- end }}
+
+{{/* `--set` turns digit strings into numbers; ad account ids must stay exact digit strings. */}}
+{{- define "capi-stream.adAccountId" -}}
+{{- $id := .Values.pinterest.adAccountId }}
+{{- if kindIs "string" $id }}{{ $id }}{{ else }}{{ $id | int64 | toString }}{{ end }}
+{{- end }}
+
+{{- define "capi-stream.tokenSecretName" -}}
+{{- default (printf "%s-pinterest" (include "capi-stream.fullname" .)) .Values.pinterest.existingSecret }}
+{{- end }}
+
+{{- define "capi-stream.tokenSecretKey" -}}
+{{- if .Values.pinterest.existingSecret }}{{ .Values.pinterest.existingSecretKey }}{{ else }}access-token{{ end }}
+{{- end }}
+
+{{/* SASL needs a password file when a mechanism is set. */}}
+{{- define "capi-stream.saslEnabled" -}}
+{{- if .Values.kafka.sasl.mechanism }}true{{ end }}
+{{- end }}
+
+{{- define "capi-stream.saslSecretName" -}}
+{{- default (printf "%s-kafka-sasl" (include "capi-stream.fullname" .)) .Values.kafka.sasl.existingSecret }}
+{{- end }}
+
+{{- define "capi-stream.saslSecretKey" -}}
+{{- if .Values.kafka.sasl.existingSecret }}{{ .Values.kafka.sasl.existingSecretKey }}{{ else }}password{{ end }}
+{{- end }}
+
+{{/* Where secrets are mounted in the pod; the config file refers to these paths. */}}
+{{- define "capi-stream.tokenDir" -}}/var/run/secrets/capi-stream/pinterest{{- end }}
+{{- define "capi-stream.saslDir" -}}/var/run/secrets/capi-stream/kafka-sasl{{- end }}
+{{- define "capi-stream.caDir" -}}/var/run/secrets/capi-stream/kafka-ca{{- end }}
+
+{{/* The most replicas that can do work: autoscaling.maxReplicas, or the partition count. */}}
+{{- define "capi-stream.maxReplicas" -}}
+{{- $max := int .Values.autoscaling.maxReplicas }}
+{{- if eq $max 0 }}{{ $max = int .Values.kafka.partitions }}{{ end }}
+{{- $max }}
+{{- end }}
+
+{{/* Inconsistent values fail the render with a message naming the key. */}}
+{{- define "capi-stream.validate" -}}
+{{- if and .Values.pinterest.accessToken .Values.pinterest.existingSecret }}
+{{- fail "pinterest.accessToken and pinterest.existingSecret are exclusive: set one" }}
+{{- end }}
+{{- if and .Values.kafka.sasl.password .Values.kafka.sasl.existingSecret }}
+{{- fail "kafka.sasl.password and kafka.sasl.existingSecret are exclusive: set one" }}
+{{- end }}
+{{- if and .Values.kafka.sasl.mechanism (not (hasPrefix "SASL_" .Values.kafka.securityProtocol)) }}
+{{- fail "kafka.sasl.mechanism needs kafka.securityProtocol SASL_PLAINTEXT or SASL_SSL" }}
+{{- end }}
+{{- if and (hasPrefix "SASL_" .Values.kafka.securityProtocol) (not .Values.kafka.sasl.mechanism) }}
+{{- fail "kafka.securityProtocol SASL_* needs kafka.sasl.mechanism" }}
+{{- end }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int (ceil .Values.shutdown.grace_period_s)) }}
+{{- fail "terminationGracePeriodSeconds must be above shutdown.grace_period_s, or pods are killed mid-drain" }}
+{{- end }}
+{{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}
+{{- fail "autoscaling.hpa.enabled and autoscaling.keda.enabled are exclusive: KEDA manages its own HPA" }}
+{{- end }}
+{{- if gt (int (include "capi-stream.maxReplicas" .)) (int .Values.kafka.partitions) }}
+{{- fail "autoscaling.maxReplicas must not exceed kafka.partitions: extra consumers would sit idle" }}
+{{- end }}
+{{- if gt (int .Values.autoscaling.minReplicas) (int (include "capi-stream.maxReplicas" .)) }}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- end }}
+
+{{/* The configuration file `capi-stream run` reads (see `capi-stream check-config`). */}}
+{{- define "capi-stream.config" -}}
+{{- $kafka := dict "group_id" .Values.kafka.groupId "dead_letter_topic" .Values.kafka.deadLetterTopic "security_protocol" .Values.kafka.securityProtocol }}
+{{- with .Values.kafka.bootstrapServers }}{{ $_ := set $kafka "bootstrap_servers" . }}{{ end }}
+{{- if .Values.kafka.sasl.mechanism }}
+{{- $_ := set $kafka "sasl_mechanism" .Values.kafka.sasl.mechanism }}
+{{- with .Values.kafka.sasl.username }}{{ $_ := set $kafka "sasl_username" . }}{{ end }}
+{{- $_ := set $kafka "sasl_password_file" (printf "%s/%s" (include "capi-stream.saslDir" .) (include "capi-stream.saslSecretKey" .)) }}
+{{- end }}
+{{- if .Values.kafka.tls.caSecret }}
+{{- $_ := set $kafka "ssl_ca_location" (printf "%s/%s" (include "capi-stream.caDir" .) .Values.kafka.tls.caSecretKey) }}
+{{- end }}
+{{- with .Values.kafka.properties }}{{ $_ := set $kafka "properties" . }}{{ end }}
+{{- $pinterest := dict "api_base_url" .Values.pinterest.apiBaseUrl "test_mode" .Values.pinterest.testMode "requests_per_minute" (int .Values.pinterest.requestsPerMinute) }}
+{{- $_ := set $pinterest "access_token_file" (printf "%s/%s" (include "capi-stream.tokenDir" .) (include "capi-stream.tokenSecretKey" .)) }}
+{{- $account := include "capi-stream.adAccountId" . }}
+{{- if $account }}{{ $_ := set $pinterest "ad_account_id" $account }}{{ end }}
+{{- $config := dict "kafka" $kafka "pinterest" $pinterest "sources" .Values.sources }}
+{{- with .Values.batching }}{{ $_ := set $config "batching" . }}{{ end }}
+{{- with .Values.sending }}{{ $_ := set $config "sending" . }}{{ end }}
+{{- with .Values.buffer }}{{ $_ := set $config "buffer" . }}{{ end }}
+{{- $_ := set $config "shutdown" .Values.shutdown }}
+{{- $_ := set $config "metrics" (dict "host" "0.0.0.0" "port" (int .Values.metrics.port)) }}
+{{- $_ := set $config "logging" .Values.logging }}
+{{- toYaml $config }}
+{{- end }}
