@@ -1,0 +1,152 @@
+"""`capi-stream dlq inspect|replay`: options and output around `stream.dlq_tools`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+
+from stream import dlq_tools
+from stream.errors import DEAD_LETTER_REASONS, ConfigurationError
+from stream.settings import Settings, load_settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="inspect|replay")
+    inspect = actions.add_parser(
+        "inspect",
+        help="summarise the dead-letter topic",
+        description="Reads the dead-letter topic up to its current end and summarises it: counts "
+        "by reason and source topic, first and last failure, the most common error messages.",
+    )
+    _common(inspect)
+    inspect.add_argument(
+        "--show", type=int, default=0, metavar="N", help="also print the first N records"
+    )
+    inspect.add_argument(
+        "--show-values",
+        action="store_true",
+        help="print keys and values with --show (they may hold raw PII)",
+    )
+    inspect.add_argument(
+        "--top", type=int, default=10, metavar="N", help="error messages listed (default 10)"
+    )
+
+    replay = actions.add_parser(
+        "replay",
+        help="re-publish dead letters to their source topic",
+        description="Re-publishes the selected dead letters to their original topic (or "
+        "--to-topic) with the original key; the error headers are replaced by capi.replayed and "
+        "capi.replayed_from. Offsets of the replay group are committed on the dead-letter topic "
+        "after the broker acknowledged, so running it again does not replay the same records. "
+        "Records a run passes over (not selected) are behind the group's position afterwards.",
+    )
+    _common(replay)
+    replay.add_argument("--to-topic", help="publish here instead of each record's source topic")
+    replay.add_argument(
+        "--group",
+        help="consumer group for the replay position (default: <kafka.group_id>-dlq-replay)",
+    )
+    replay.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="ignore the group's committed position and start at the oldest dead letter",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+    replay.add_argument(
+        "--force", action="store_true", help="also replay decode_error dead letters"
+    )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.add_argument(
+        "--reason",
+        action="append",
+        choices=DEAD_LETTER_REASONS,
+        help="only this reason (repeatable)",
+    )
+    parser.add_argument(
+        "--source-topic", action="append", help="only dead letters of this topic (repeatable)"
+    )
+    parser.add_argument(
+        "--since", help="failed at or after: ISO-8601 time (UTC if no zone) or 30m, 2h, 7d ago"
+    )
+    parser.add_argument("--until", help="failed at or before: same forms as --since")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    selection = _selection(args)
+    if args.action == "inspect":
+        return _inspect(args, settings, selection)
+    return _replay(args, settings, selection)
+
+
+def _selection(args: argparse.Namespace) -> dlq_tools.Selection:
+    since = dlq_tools.parse_time(args.since, "--since") if args.since else None
+    until = dlq_tools.parse_time(args.until, "--until") if args.until else None
+    if since is not None and until is not None and until < since:
+        raise ConfigurationError("--until", "is before --since")
+    return dlq_tools.Selection(
+        reasons=frozenset(args.reason) if args.reason else None,
+        source_topics=frozenset(args.source_topic) if args.source_topic else None,
+        since=since,
+        until=until,
+    )
+
+
+def _inspect(args: argparse.Namespace, settings: Settings, selection: dlq_tools.Selection) -> int:
+    if args.show < 0 or args.top < 1:
+        raise ConfigurationError("--show/--top", "must be positive")
+    topic = settings.kafka.dead_letter_topic
+    # Assign-only and never committing, so this group id leaves no trace on the cluster.
+    group = f"{settings.kafka.group_id}-dlq-inspect-{uuid.uuid4().hex[:8]}"
+    consumer = dlq_tools.open_consumer(settings.kafka, group)
+    try:
+        reader = dlq_tools.read_range(consumer, topic, selection.since, after_commits=False)
+        shown: list[str] = []
+        summary = dlq_tools.inspect(
+            reader,
+            selection,
+            args.show,
+            lambda record: shown.append(dlq_tools.render_record(record, args.show_values)),
+        )
+    finally:
+        consumer.close()
+    sys.stdout.write(dlq_tools.render_summary(summary, topic, args.top))
+    if shown:
+        sys.stdout.write(f"\nfirst {len(shown)} record(s):\n" + "".join(shown))
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings, selection: dlq_tools.Selection) -> int:
+    if args.reason and not args.force:
+        refused = dlq_tools.REFUSED_WITHOUT_FORCE & set(args.reason)
+        if refused:
+            raise ConfigurationError(
+                "--reason",
+                f"{', '.join(sorted(refused))} would fail again the same way; add --force "
+                "if the source topic's consumers have changed",
+            )
+    topic = settings.kafka.dead_letter_topic
+    group = args.group or f"{settings.kafka.group_id}-dlq-replay"
+    options = dlq_tools.ReplayOptions(
+        selection=selection, to_topic=args.to_topic, force=args.force, dry_run=args.dry_run
+    )
+    consumer = dlq_tools.open_consumer(settings.kafka, group)
+    producer = None if args.dry_run else dlq_tools.open_producer(settings.kafka)
+    progress = dlq_tools.Progress("replay")
+    try:
+        reader = dlq_tools.read_range(
+            consumer, topic, selection.since, after_commits=not args.from_beginning
+        )
+        report = dlq_tools.Replayer(consumer, producer, options, progress).run(reader, topic)
+    finally:
+        progress.close()
+        if producer is not None:
+            producer.flush(10)
+        consumer.close()
+    sys.stdout.write(dlq_tools.render_replay(report, topic, group, args.dry_run))
+    return 0
