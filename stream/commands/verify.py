@@ -1,0 +1,203 @@
+"""`capi-stream verify`: one synthetic test event per ad account; what Pinterest said."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import ssl
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from stream import __version__
+from stream.errors import ConfigurationError
+from stream.settings import Settings, load_settings
+
+# A reserved domain (RFC 2606): the hash can never be a real person's email.
+TEST_EMAIL: Final = "capi-stream-verify@example.com"
+TEST_EXTERNAL_ID: Final = "capi-stream-verify"
+# TEST-NET-1 (RFC 5737): documentation address, routes nowhere.
+TEST_IP: Final = "192.0.2.1"
+RATE_LIMIT_PREFIX: Final = "x-ratelimit-"
+
+SETUP_HINTS: Final = {
+    401: "token rejected: check pinterest.access_token (or access_token_file); it must be a "
+    "conversions token that is still valid",
+    403: "ad account refused: the token has no access to this ad account; check "
+    "pinterest.ad_account_id (or the source's ad_account_id) and the token's owner",
+    404: "ad account not found: check the id in pinterest.ad_account_id (or the source's)",
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.add_argument(
+        "--ad-account",
+        action="append",
+        metavar="ID",
+        help="verify this ad account instead of the configured ones (repeatable)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    token = settings.pinterest.token_value()
+    if token is None:
+        raise ConfigurationError(
+            "pinterest.access_token", "an access token (or access_token_file) is required"
+        )
+    accounts = args.ad_account or configured_accounts(settings)
+    if not accounts:
+        raise ConfigurationError("pinterest.ad_account_id", "no ad account is configured")
+    answers = asyncio.run(send_all(settings, token, accounts))
+    sys.stdout.write(render(settings.pinterest.api_base_url, answers))
+    return 0 if all(answer.ok for answer in answers) else 1
+
+
+def configured_accounts(settings: Settings) -> list[str]:
+    """Every source's ad account, each once, in source order."""
+    accounts = (settings.ad_account_for(source) for source in settings.sources)
+    return list(dict.fromkeys(account for account in accounts if account is not None))
+
+
+def synthetic_event(now: float) -> dict[str, Any]:
+    """A clearly marked page visit of a fixed test identity, already hashed."""
+    return {
+        "event_name": "page_visit",
+        "action_source": "web",
+        "event_time": int(now),
+        "event_id": f"capi-stream-verify-{uuid.uuid4()}",
+        "user_data": {
+            "em": [hashlib.sha256(TEST_EMAIL.encode()).hexdigest()],
+            "external_id": [hashlib.sha256(TEST_EXTERNAL_ID.encode()).hexdigest()],
+            "client_ip_address": TEST_IP,
+            "client_user_agent": f"capi-stream-verify/{__version__}",
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Pinterest's answer for one ad account (or the transport failure in its place)."""
+
+    ad_account_id: str
+    event_id: str
+    status: int | None
+    elapsed_ms: float
+    body: Any = None
+    rate_limit: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        body = self.body if isinstance(self.body, dict) else {}
+        details = body.get("details") if self.status == 422 else body
+        events = details.get("events") if isinstance(details, dict) else None
+        return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and all(e.get("status") == "processed" for e in self.events)
+
+
+async def send_all(settings: Settings, token: str, accounts: list[str]) -> list[Answer]:
+    ssl_context: ssl.SSLContext | bool = True
+    if settings.pinterest.ca_file is not None:
+        ssl_context = ssl.create_default_context(cafile=str(settings.pinterest.ca_file))
+    timeout = aiohttp.ClientTimeout(total=settings.sending.request_timeout_s)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ssl_context), timeout=timeout, headers=headers
+    ) as session:
+        return [
+            await send_one(session, settings.pinterest.api_base_url, account)
+            for account in accounts
+        ]
+
+
+async def send_one(session: aiohttp.ClientSession, base_url: str, account: str) -> Answer:
+    event = synthetic_event(time.time())
+    url = f"{base_url}/v5/ad_accounts/{account}/events?test=true"
+    started = time.monotonic()
+    try:
+        async with session.post(url, data=orjson.dumps({"data": [event]})) as response:
+            raw = await response.read()
+            status = response.status
+            limits = tuple(
+                (name.lower(), value)
+                for name, value in response.headers.items()
+                if name.lower().startswith(RATE_LIMIT_PREFIX)
+            )
+    except TimeoutError:
+        return Answer(account, event["event_id"], None, _ms(started), error="timed out")
+    except (aiohttp.ClientError, OSError) as exc:
+        return Answer(account, event["event_id"], None, _ms(started), error=type(exc).__name__)
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        body = None
+    return Answer(account, event["event_id"], status, _ms(started), body, limits)
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+def render(base_url: str, answers: list[Answer]) -> str:
+    lines = [
+        f"capi-stream verify → {base_url} (?test=true: Pinterest validates, records nothing)",
+        f"test event: page_visit, web, hashed identity of {TEST_EMAIL}",
+    ]
+    for answer in answers:
+        lines.append("")
+        lines.extend(_describe(answer))
+    good = sum(answer.ok for answer in answers)
+    verdict = "OK" if good == len(answers) else "FAILED"
+    lines.append("")
+    lines.append(
+        f"result: {verdict} ({good} of {len(answers)} ad accounts accepted the test event)"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _describe(answer: Answer) -> list[str]:
+    lines = [f"ad account {answer.ad_account_id}  (event_id {answer.event_id})"]
+    if answer.status is None:
+        lines.append(f"  no answer after {answer.elapsed_ms:.0f} ms: {answer.error}")
+        lines.append("  check pinterest.api_base_url, the network path and proxies")
+        return lines
+    lines.append(f"  HTTP {answer.status} in {answer.elapsed_ms:.0f} ms")
+    status = answer.status
+    if status in (200, 422):
+        lines.append("  token: OK")
+        lines.append("  ad account: OK")
+        for index, event in enumerate(answer.events):
+            lines.append(f"  event {index}: {event.get('status', '?')}")
+            for kind in ("error_message", "warning_message"):
+                # Pinterest sends "", null or nothing for "no message": all mean none.
+                if event.get(kind):
+                    lines.append(f"    {kind.split('_')[0]}: {event[kind]}")
+    elif status in SETUP_HINTS:
+        lines.append(f"  {SETUP_HINTS[status]}")
+    elif status == 429:
+        lines.append("  rate limited: token and account not checked; try again after the reset")
+    elif status == 400:
+        lines.append("  request refused as malformed (a bug in capi-stream or a changed API)")
+    elif status >= 500:
+        lines.append("  Pinterest is unavailable right now; token and account not checked")
+    else:
+        lines.append("  unexpected answer")
+    if status != 200 and isinstance(answer.body, dict) and "message" in answer.body:
+        lines.append(f"  Pinterest says: code {answer.body.get('code')}: {answer.body['message']}")
+    if answer.rate_limit:
+        lines.append("  rate limit: " + ", ".join(f"{k}: {v}" for k, v in answer.rate_limit))
+    else:
+        lines.append("  rate limit: no x-ratelimit-* headers in the answer")
+    return lines
