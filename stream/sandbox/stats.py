@@ -8,7 +8,9 @@ are computed over every processed event since start or the last reset.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import itertools
+import operator
+from collections import Counter
 from typing import Any, Final
 
 DEDUP_WINDOW_S: Final = 48 * 3600
@@ -26,6 +28,14 @@ BOTTOM_FUNNEL: Final = frozenset(
         "submit_application",
     }
 )
+_user_data_of: Final = operator.attrgetter("user_data")
+_name_of: Final = operator.attrgetter("event_name")
+_time_of: Final = operator.attrgetter("event_time")
+_source_of: Final = operator.attrgetter("action_source")
+_dedup_key_of: Final = operator.attrgetter("event_name", "event_id")
+_ip_and_user_agent_of: Final = operator.attrgetter("client_ip_address", "client_user_agent")
+_email_or_maid_of: Final = operator.attrgetter("em", "hashed_maids")
+_external_id_of: Final = operator.attrgetter("external_id")
 IP_AND_USER_AGENT_GOOD: Final = 0.9
 EMAIL_OR_MAID_GOOD: Final = 0.1
 EXTERNAL_ID_GOOD: Final = 0.1
@@ -53,8 +63,9 @@ class Stats:
         self.with_external_id = 0
         self.bottom_funnel = 0
         self.bottom_funnel_with_email_or_maid = 0
-        self._first_seen: dict[tuple[str, str], float] = {}
-        self._seen_order: deque[tuple[float, tuple[str, str]]] = deque()
+        # Insertion order is first-seen order, so the oldest keys are always at the front.
+        # Keys are strings and values floats: the garbage collector never has to scan them.
+        self._first_seen: dict[str, float] = {}
 
     def count_request(self, status: str) -> None:
         self.requests[status] += 1
@@ -69,52 +80,53 @@ class Stats:
         self.test_events += evaluated
 
     def count_processed(self, account: str, events: list[Any], now: float) -> None:
-        """Counts processed events: dedup, lateness and identifier coverage."""
+        """Counts processed events: dedup, lateness and identifier coverage.
+
+        Written as C-level iterator pipelines (map, compress, set and dict operations over
+        attrgetters) because this runs for every event at full load.
+        """
         self._forget_before(now - DEDUP_WINDOW_S)
-        first_seen = self._first_seen
-        seen_order = self._seen_order
-        unique = late = ip_ua = external = funnel = funnel_matched = 0
-        late_before = now - LATE_AFTER_S
-        for event in events:
-            user_data = event.user_data
-            if user_data.client_ip_address and user_data.client_user_agent:
-                ip_ua += 1
-            if user_data.external_id:
-                external += 1
-            if event.event_name in BOTTOM_FUNNEL:
-                funnel += 1
-                if user_data.em or user_data.hashed_maids:
-                    funnel_matched += 1
-            if event.event_time < late_before:
-                late += 1
-            if event.action_source == "offline":
-                unique += 1
-                continue
-            key = (event.event_id, event.event_name)
-            if key not in first_seen:
-                first_seen[key] = now
-                seen_order.append((now, key))
-                unique += 1
+        user_data = list(map(_user_data_of, events))
+        funnel_flags = list(map(BOTTOM_FUNNEL.__contains__, map(_name_of, events)))
+        self.with_ip_and_user_agent += sum(map(all, map(_ip_and_user_agent_of, user_data)))
+        self.with_external_id += sum(map(bool, map(_external_id_of, user_data)))
+        self.bottom_funnel += sum(funnel_flags)
+        self.bottom_funnel_with_email_or_maid += sum(
+            map(any, map(_email_or_maid_of, itertools.compress(user_data, funnel_flags)))
+        )
+        self.late += sum(map((now - LATE_AFTER_S).__gt__, map(_time_of, events)))
+        sources = list(map(_source_of, events))
+        deduplicated = (
+            events
+            if "offline" not in sources
+            else list(itertools.compress(events, map("offline".__ne__, sources)))
+        )
+        offline = len(events) - len(deduplicated)
+        # Repeats inside one batch collapse here, so they count as duplicates too.
+        keys = dict.fromkeys(map("\x00".join, map(_dedup_key_of, deduplicated)))
+        fresh = keys.keys() - self._first_seen.keys()
+        self._first_seen.update(dict.fromkeys(fresh, now))
         count = len(events)
+        unique = offline + len(fresh)
         self.received += count
         self.processed += count
         self.unique += unique
         self.duplicate += count - unique
-        self.late += late
-        self.with_ip_and_user_agent += ip_ua
-        self.with_external_id += external
-        self.bottom_funnel += funnel
-        self.bottom_funnel_with_email_or_maid += funnel_matched
         self._account(account)["processed"] += count
-        while len(first_seen) > self._dedup_capacity:
-            _, key = seen_order.popleft()
-            del first_seen[key]
+        excess = len(self._first_seen) - self._dedup_capacity
+        if excess > 0:
+            for key in list(itertools.islice(self._first_seen, excess)):
+                del self._first_seen[key]
 
     def _forget_before(self, horizon: float) -> None:
-        seen_order = self._seen_order
-        while seen_order and seen_order[0][0] < horizon:
-            _, key = seen_order.popleft()
-            del self._first_seen[key]
+        first_seen = self._first_seen
+        expired = []
+        for key, seen in first_seen.items():
+            if seen >= horizon:
+                break
+            expired.append(key)
+        for key in expired:
+            del first_seen[key]
 
     def _account(self, account: str) -> Counter[str]:
         counters = self.accounts.get(account)
