@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 POLL_MAX_MESSAGES = 1000
 POLL_TIMEOUT_S = 0.1
-COMMIT_INTERVAL_S = 2.0
+COMMIT_INTERVAL_S = 1.0
 DRAIN_POLL_S = 0.01
 REBALANCE_MARGIN_S = 5.0
 # Fixed per-message cost on top of key and value (the record, the ticket, the event body).
