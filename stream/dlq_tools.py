@@ -373,7 +373,7 @@ def _table(title: str, rows: list[tuple[str, int]]) -> list[str]:
 
 def render_record(record: DeadLetterRecord, show_values: bool) -> str:
     """One record with its headers; key and value (they may hold raw PII) only when asked."""
-    lines = [f"--- {record.coordinates}  timestamp {format_time(record.failed_at)}"]
+    lines = [f"--- {record.coordinates}  failed_at {format_time(record.failed_at)}"]
     lines.extend(
         f"  {name}: {value.decode('utf-8', errors='replace')}" for name, value in record.headers
     )
@@ -567,9 +567,9 @@ def render_replay(report: ReplayReport, topic: str, group: str, dry_run: bool) -
     verb = "would replay" if dry_run else "replayed"
     lines = [f"{verb} {report.replayed:,} of {report.scanned:,} dead letters read from {topic}"]
     for target, count in report.by_target.most_common():
-        lines.append(f"  → {target}: {count:,}")
+        lines.append(f"  to {target}: {count:,}")
     for reason, count in report.by_reason.most_common():
-        lines.append(f"  {reason}: {count:,}")
+        lines.append(f"  reason {reason}: {count:,}")
     if report.passed_over:
         lines.append(f"passed over {sum(report.passed_over.values()):,}:")
         lines.extend(f"  {why}: {count:,}" for why, count in report.passed_over.most_common())
