@@ -17,6 +17,8 @@ if [ -x "$HELM" ] && [ "$("$HELM" version --template '{{.Version}}' 2>/dev/null)
   exit 0
 fi
 
+# The Go toolchain's default install location, for shells whose PATH lacks it.
+PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "install_helm.sh: go is not on PATH" >&2; exit 1; }
 mkdir -p "$BIN_DIR"
 echo "install_helm.sh: building helm $HELM_VERSION from the Go module proxy (once)" >&2
