@@ -104,7 +104,8 @@ class Stats:
         offline = len(events) - len(deduplicated)
         # Repeats inside one batch collapse here, so they count as duplicates too.
         keys = dict.fromkeys(map("\x00".join, map(_dedup_key_of, deduplicated)))
-        fresh = keys.keys() - self._first_seen.keys()
+        # Not `keys.keys() - first_seen.keys()`: that walks the whole memory for every batch.
+        fresh = list(itertools.filterfalse(self._first_seen.__contains__, keys))
         self._first_seen.update(dict.fromkeys(fresh, now))
         count = len(events)
         unique = offline + len(fresh)
