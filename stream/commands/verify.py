@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import ssl
 import sys
 import time
 import uuid
@@ -13,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 import orjson
 
 from stream import __version__
 from stream.errors import ConfigurationError
+from stream.pinterest.client import PinterestClient
 from stream.settings import Settings, load_settings
 
 # A reserved domain (RFC 2606): the hash can never be a real person's email.
@@ -108,42 +107,37 @@ class Answer:
 
 
 async def send_all(settings: Settings, token: str, accounts: list[str]) -> list[Answer]:
-    ssl_context: ssl.SSLContext | bool = True
-    if settings.pinterest.ca_file is not None:
-        ssl_context = ssl.create_default_context(cafile=str(settings.pinterest.ca_file))
-    timeout = aiohttp.ClientTimeout(total=settings.sending.request_timeout_s)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=ssl_context), timeout=timeout, headers=headers
-    ) as session:
-        return [
-            await send_one(session, settings.pinterest.api_base_url, account)
-            for account in accounts
-        ]
+    client = PinterestClient(
+        settings.pinterest.api_base_url,
+        token,
+        settings.sending.request_timeout_s,
+        connections=1,
+        ca_file=settings.pinterest.ca_file,
+    )
+    await client.start()
+    try:
+        return [await send_one(client, account) for account in accounts]
+    finally:
+        await client.close()
 
 
-async def send_one(session: aiohttp.ClientSession, base_url: str, account: str) -> Answer:
+async def send_one(client: PinterestClient, account: str) -> Answer:
     event = synthetic_event(time.time())
-    url = f"{base_url}/v5/ad_accounts/{account}/events?test=true"
     started = time.monotonic()
+    response = await client.send(account, True, orjson.dumps({"data": [event]}))
+    elapsed = _ms(started)
+    if response.status is None:
+        return Answer(account, event["event_id"], None, elapsed, error=response.error)
+    limits = tuple(
+        (name.lower(), value)
+        for name, value in (response.headers or {}).items()
+        if name.lower().startswith(RATE_LIMIT_PREFIX)
+    )
     try:
-        async with session.post(url, data=orjson.dumps({"data": [event]})) as response:
-            raw = await response.read()
-            status = response.status
-            limits = tuple(
-                (name.lower(), value)
-                for name, value in response.headers.items()
-                if name.lower().startswith(RATE_LIMIT_PREFIX)
-            )
-    except TimeoutError:
-        return Answer(account, event["event_id"], None, _ms(started), error="timed out")
-    except (aiohttp.ClientError, OSError) as exc:
-        return Answer(account, event["event_id"], None, _ms(started), error=type(exc).__name__)
-    try:
-        body = orjson.loads(raw) if raw else None
+        body = orjson.loads(response.body) if response.body else None
     except orjson.JSONDecodeError:
         body = None
-    return Answer(account, event["event_id"], status, _ms(started), body, limits)
+    return Answer(account, event["event_id"], response.status, elapsed, body, limits)
 
 
 def _ms(started: float) -> float:
@@ -170,7 +164,7 @@ def render(base_url: str, answers: list[Answer]) -> str:
 def _describe(answer: Answer) -> list[str]:
     lines = [f"ad account {answer.ad_account_id}  (event_id {answer.event_id})"]
     if answer.status is None:
-        lines.append(f"  no answer after {answer.elapsed_ms:.0f} ms: {answer.error}")
+        lines.append(f"  no answer after {answer.elapsed_ms:.0f} ms ({answer.error})")
         lines.append("  check pinterest.api_base_url, the network path and proxies")
         return lines
     lines.append(f"  HTTP {answer.status} in {answer.elapsed_ms:.0f} ms")

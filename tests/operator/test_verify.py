@@ -18,7 +18,9 @@ from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
 OTHER_ACCOUNT = "549764106779"
 
 
-def write_config(tmp_path: Path, url: str, token: str, *accounts: str) -> Path:
+def write_config(
+    tmp_path: Path, url: str, token: str, *accounts: str, timeout_s: float = 10
+) -> Path:
     """Sources on the given accounts: the first as the default, the rest per source."""
     sources: list[dict[str, str]] = [{"topic": "web"}]
     sources += [{"topic": f"t{i}", "ad_account_id": a} for i, a in enumerate(accounts[1:])]
@@ -32,7 +34,7 @@ def write_config(tmp_path: Path, url: str, token: str, *accounts: str) -> Path:
                     "ad_account_id": accounts[0],
                 },
                 "sources": sources,
-                "sending": {"request_timeout_s": 10},
+                "sending": {"request_timeout_s": timeout_s},
             }
         )
     )
@@ -124,12 +126,23 @@ def test_unreachable_api_and_missing_token(
     code, out = verify(config, capsys)
     assert code == 1
     assert "no answer after" in out
-    assert "ClientConnectorError" in out
+    assert "(connection)" in out
 
     config.write_text(yaml.safe_dump({"pinterest": {"ad_account_id": DEFAULT_AD_ACCOUNT}}))
     code, out = verify(config, capsys)
     assert code == 2
     assert "pinterest.access_token" in out
+
+
+def test_hanging_api_times_out(
+    sandbox: SandboxProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.set_faults(hang=1.0)
+    config = write_config(tmp_path, sandbox.url, sandbox.token, DEFAULT_AD_ACCOUNT, timeout_s=1)
+    code, out = verify(config, capsys)
+    assert code == 1
+    assert "(timeout)" in out
+    assert "result: FAILED (0 of 1" in out
 
 
 def test_synthetic_event_is_valid_and_marked() -> None:
