@@ -116,3 +116,39 @@ def test_sigterm_exits_0_within_grace_and_restart_resends_nothing_acked(
     assert {(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()} == (
         expected
     )
+
+
+def test_members_joining_and_leaving_mid_run_lose_nothing(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(partitions=6), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=77, poison_ratio=0.0).messages(30_000))
+    produce(kafka, topic, messages)
+    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    sandbox.set_faults(latency_ms=30)
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        [topic],
+        group_id=group,
+        dead_letter_topic=dlq,
+        kafka={"properties": FAST_GROUP},
+        batching={"max_events": 200, "linger_ms": 100},
+    )
+    with running_forwarder(config, tmp_path, "first") as first:
+        wait_until(lambda: received(sandbox) >= 3000, 60, "first member working")
+        with running_forwarder(config, tmp_path, "second") as second:
+            with running_forwarder(config, tmp_path, "third") as third:
+                wait_until(lambda: "assigned" in third.log(), 30, "third member assigned")
+                wait_until(lambda: received(sandbox) >= 12_000, 60, "work shared")
+                assert second.terminate() == 0
+                third.kill()
+            wait_until(lambda: all_committed(kafka, group, topic), 120, "all committed")
+        assert first.terminate() == 0
+        assert "revoking" in first.log()
+    copies: dict[tuple[str, str], int] = defaultdict(int)
+    for record in sandbox.events():
+        copies[(record["event"]["event_id"], record["event"]["event_name"])] += 1
+    assert set(copies) == expected
+    print(f"rebalance: {sum(copies.values()) - len(copies)} duplicate deliveries")
