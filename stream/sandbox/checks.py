@@ -71,9 +71,10 @@ EVENT_NAMES: Final = frozenset(
     }
 )
 MAX_AGE_S: Final = 7 * 24 * 3600
-# Clocks of sender and Pinterest are never exactly in step; a minute covers ordinary drift while
-# still catching milliseconds sent as seconds.
-FUTURE_TOLERANCE_S: Final = 60
+# Clocks of sender and Pinterest are never exactly in step; five minutes (the forwarder's own
+# limit in stream/validate.py) covers ordinary drift while still catching milliseconds sent as
+# seconds.
+FUTURE_TOLERANCE_S: Final = 300
 
 _USER_DATA_SCHEMA: Final = "ConversionEventsUserDataProperties"
 _HASH_OK: Final = re.compile("[0-9a-f]{64}").fullmatch
