@@ -46,8 +46,18 @@ def mapping(
     return value
 
 
-def text(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> str | None:
-    """A string field; numbers are accepted as their decimal text; "" and null mean absent."""
+def _where(path: str, key: str) -> str:
+    return f"{path}.{key}" if key else path
+
+
+def text(
+    value: Any, path: str, key: str = "", reason: DeadLetterReason = "mapping_error"
+) -> str | None:
+    """A string field; numbers are accepted as their decimal text; "" and null mean absent.
+
+    The field is named `path.key` in errors; passing them apart avoids building the name on
+    the hot path, where nothing goes wrong.
+    """
     cls = value.__class__
     if cls is str:
         return value or None
@@ -57,30 +67,34 @@ def text(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> s
         return str(value)
     if cls is float and math.isfinite(value):
         return repr(value)
-    raise InvalidMessage(reason, f"{path}: expected a string")
+    raise InvalidMessage(reason, f"{_where(path, key)}: expected a string")
 
 
-def texts(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> list[str]:
+def texts(
+    value: Any, path: str, key: str = "", reason: DeadLetterReason = "mapping_error"
+) -> list[str]:
     """A string field that may also be an array of strings (e.g. several emails)."""
     if value.__class__ is list:
         found = []
         for index, item in enumerate(value):
-            one = text(item, f"{path}[{index}]", reason)
+            one = text(item, f"{_where(path, key)}[{index}]", "", reason)
             if one is not None:
                 found.append(one)
         return found
-    one = text(value, path, reason)
+    one = text(value, path, key, reason)
     return [] if one is None else [one]
 
 
-def decimal(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> str | None:
+def decimal(
+    value: Any, path: str, key: str = "", reason: DeadLetterReason = "mapping_error"
+) -> str | None:
     """A money amount as the decimal string Pinterest expects (`"72.39"`), from number or text."""
     cls = value.__class__
     if cls is int:
         return str(value)
     if cls is float:
         if not math.isfinite(value):
-            raise InvalidMessage(reason, f"{path}: not a finite number")
+            raise InvalidMessage(reason, f"{_where(path, key)}: not a finite number")
         shown = repr(value)
         # repr switches to exponent notation for very large or small values; Pinterest parses
         # plain decimals.
@@ -91,13 +105,15 @@ def decimal(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -
             return None
         if _DECIMAL.fullmatch(stripped):
             return stripped
-        raise InvalidMessage(reason, f"{path}: not a decimal number")
+        raise InvalidMessage(reason, f"{_where(path, key)}: not a decimal number")
     if value is None:
         return None
-    raise InvalidMessage(reason, f"{path}: expected a number")
+    raise InvalidMessage(reason, f"{_where(path, key)}: expected a number")
 
 
-def integer(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -> int | None:
+def integer(
+    value: Any, path: str, key: str = "", reason: DeadLetterReason = "mapping_error"
+) -> int | None:
     """A whole number from an integer, an integral float or a digit string."""
     cls = value.__class__
     if cls is int:
@@ -108,7 +124,7 @@ def integer(value: Any, path: str, reason: DeadLetterReason = "mapping_error") -
         return int(value)
     if value is None:
         return None
-    raise InvalidMessage(reason, f"{path}: expected an integer")
+    raise InvalidMessage(reason, f"{_where(path, key)}: expected an integer")
 
 
 def dotted(message: Mapping[str, Any], path: tuple[str, ...]) -> Any:

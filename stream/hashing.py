@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
-from functools import cache, lru_cache
+from functools import cache
 from typing import Final
 
 import pycountry
@@ -177,21 +177,35 @@ def digest(field: str, value: str) -> str | None:
 class Hasher:
     """Hashes values of one `user_data` field into Pinterest's de-duplicated array.
 
-    Results are memoized (bounded LRU): the same email or city recurs across a visitor's events,
-    and a cache hit costs a fraction of normalizing and hashing again.
+    Results are memoized per field: the same email or city recurs across a visitor's events,
+    and a hit costs one dict lookup instead of normalizing and hashing again. Each field's memo
+    is cleared when it reaches `cache_size`, which bounds memory without LRU bookkeeping.
     """
 
     def __init__(self, cache_size: int = 65_536) -> None:
-        self._digest: Callable[[str, str], str | None] = (
-            lru_cache(maxsize=cache_size)(digest) if cache_size > 0 else digest
-        )
+        self._cache_size = cache_size
+        self._memo: dict[str, dict[str, str]] = {field: {} for field in HASHED_FIELDS}
 
-    def hash_values(self, field: str, values: Iterable[str]) -> list[str]:
+    def one(self, field: str, value: str) -> str:
+        """The hash of one value, or "" when normalization leaves nothing to send."""
+        memo = self._memo[field]
+        hexdigest = memo.get(value)
+        if hexdigest is None:
+            hexdigest = digest(field, value) or ""  # "" remembers "omit"
+            if self._cache_size > 0:
+                if len(memo) >= self._cache_size:
+                    memo.clear()
+                memo[value] = hexdigest
+        return hexdigest
+
+    def hash_values(self, field: str, values: list[str]) -> list[str]:
         """Hashes of the values that survive normalization, first occurrence first."""
-        hashed = self._digest
+        if len(values) == 1:
+            only = self._memo[field].get(values[0]) or self.one(field, values[0])
+            return [only] if only else []
         result: list[str] = []
         for value in values:
-            hexdigest = hashed(field, value)
-            if hexdigest is not None and hexdigest not in result:
+            hexdigest = self.one(field, value)
+            if hexdigest and hexdigest not in result:
                 result.append(hexdigest)
         return result

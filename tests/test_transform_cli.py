@@ -149,7 +149,13 @@ def test_realistic_file_line_for_line(tmp_path: Path) -> None:
     assert out[8]["dead_letter"]["reason"] == "invalid_event"
     assert out[9]["dead_letter"]["reason"] == "too_old"
     text = b"\n".join(orjson.dumps(o) for o in out).decode()
-    for raw in ("Jane.Doe@Example.com", "jane.doe@example.com", "415", "San Francisco", "user-42"):
+    for raw in (
+        "Jane.Doe@Example.com",
+        "jane.doe@example.com",
+        "555-0100",
+        "San Francisco",
+        "user-42",
+    ):
         assert raw not in text
 
 

@@ -82,7 +82,7 @@ class PinterestMapper:
                 if item != "":
                     user_data[key] = item
             elif key in HASHED_FIELDS:
-                hashed = hash_values(key, texts(item, f"user_data.{key}", "invalid_event"))
+                hashed = hash_values(key, texts(item, "user_data", key, "invalid_event"))
                 if hashed:
                     user_data[key] = hashed
             else:

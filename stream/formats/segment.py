@@ -37,21 +37,26 @@ DEFAULT_EVENT_NAMES: Final[Mapping[str, str]] = {
 PAGE_TYPES: Final = frozenset({"page", "screen"})
 SKIPPED_TYPES: Final = frozenset({"identify", "group", "alias"})
 DEVICE_ACTION_SOURCES: Final[Mapping[str, str]] = {"ios": "app_ios", "android": "app_android"}
-# (user_data field, keys tried in properties, context.traits and traits)
-PERSON_FIELDS: Final = (
-    ("em", ("email",)),
-    ("ph", ("phone",)),
-    ("fn", ("firstName", "first_name")),
-    ("ln", ("lastName", "last_name")),
-    ("ge", ("gender",)),
-    ("db", ("birthday",)),
-)
-ADDRESS_FIELDS: Final = (
-    ("ct", ("city",)),
-    ("st", ("state",)),
-    ("zp", ("postalCode", "postal_code")),
-    ("country", ("country",)),
-)
+# Message key → user_data field, in properties, context.traits and traits.
+PERSON_KEYS: Final[Mapping[str, str]] = {
+    "email": "em",
+    "phone": "ph",
+    "firstName": "fn",
+    "first_name": "fn",
+    "lastName": "ln",
+    "last_name": "ln",
+    "gender": "ge",
+    "birthday": "db",
+}
+# Traits also carry the address, whose keys map to the location fields.
+TRAIT_KEYS: Final[Mapping[str, str]] = {**PERSON_KEYS, "address": "address"}
+ADDRESS_KEYS: Final[Mapping[str, str]] = {
+    "city": "ct",
+    "state": "st",
+    "postalCode": "zp",
+    "postal_code": "zp",
+    "country": "country",
+}
 PRODUCT_FIELDS: Final = (
     ("item_name", "name"),
     ("item_category", "category"),
@@ -205,68 +210,84 @@ class SegmentMapper:
         device: Mapping[str, Any],
         url: str | None,
     ) -> dict[str, Any]:
-        hash_values = self._hasher.hash_values
+        one = self._hasher.one
         user_data: dict[str, Any] = {}
-        places = [
-            (prefix, place)
-            for prefix, place in (
-                ("properties", properties),
-                ("context.traits", mapping(context, "traits", "context.traits")),
-                ("traits", mapping(message, "traits", "traits")),
-            )
-            if place
-        ]
-        for field, keys in PERSON_FIELDS:
-            found: list[str] = []
-            for prefix, place in places:
-                for key in keys:
-                    value = place.get(key)
-                    if value is not None:
-                        found += texts(value, f"{prefix}.{key}")
-            if found:
-                hashed = hash_values(field, found)
-                if hashed:
-                    user_data[field] = hashed
-        addresses = [
-            (f"{prefix}.address", mapping(place, "address", f"{prefix}.address"))
-            for prefix, place in places
-            if prefix != "properties"
-        ]
-        for field, keys in ADDRESS_FIELDS:
-            found = []
-            for prefix, address in addresses:
-                for key in keys:
-                    value = address.get(key)
-                    if value is not None:
-                        found += texts(value, f"{prefix}.{key}")
-            if found:
-                hashed = hash_values(field, found)
-                if hashed:
-                    user_data[field] = hashed
+        # Walk each place's own keys once (a handful) instead of probing every alias in it,
+        # and hash straight into the arrays: this is the hottest loop of the forwarder.
+        for prefix, place, table in (
+            ("properties", properties, PERSON_KEYS),
+            ("context.traits", mapping(context, "traits", "context.traits"), TRAIT_KEYS),
+            ("traits", mapping(message, "traits", "traits"), TRAIT_KEYS),
+        ):
+            if not place:
+                continue
+            for key, value in place.items():
+                field = table.get(key)
+                if field is None or value is None:
+                    continue
+                if value.__class__ is str:
+                    hexdigest = one(field, value) if value else ""
+                    if hexdigest:
+                        hashed = user_data.get(field)
+                        if hashed is None:
+                            user_data[field] = [hexdigest]
+                        elif hexdigest not in hashed:
+                            hashed.append(hexdigest)
+                elif field == "address":
+                    self._address(user_data, value, f"{prefix}.address")
+                else:
+                    self._add(user_data, field, texts(value, prefix, key))
         user_id = message.get("userId")
         if user_id is not None:
-            hashed = hash_values("external_id", texts(user_id, "userId"))
-            if hashed:
-                user_data["external_id"] = hashed
+            user_ids = [user_id] if user_id.__class__ is str else texts(user_id, "userId")
+            self._add(user_data, "external_id", user_ids)
         advertising_id = device.get("advertisingId")
         if advertising_id is not None and device.get("adTrackingEnabled") is not False:
-            hashed = hash_values(
-                "hashed_maids", texts(advertising_id, "context.device.advertisingId")
-            )
-            if hashed:
-                user_data["hashed_maids"] = hashed
-        ip = text(context.get("ip"), "context.ip")
+            path = "context.device.advertisingId"
+            self._add(user_data, "hashed_maids", texts(advertising_id, path))
+        ip = context.get("ip")
         if ip is not None:
-            user_data["client_ip_address"] = ip
-        user_agent = text(context.get("userAgent"), "context.userAgent")
+            ip = text(ip, "context.ip")
+            if ip is not None:
+                user_data["client_ip_address"] = ip
+        user_agent = context.get("userAgent")
         if user_agent is not None:
-            user_data["client_user_agent"] = user_agent
-        click_id = text(properties.get("click_id"), "properties.click_id")
+            user_agent = text(user_agent, "context.userAgent")
+            if user_agent is not None:
+                user_data["client_user_agent"] = user_agent
+        click_id = properties.get("click_id")
+        if click_id is not None:
+            click_id = text(click_id, "properties.click_id")
         if click_id is None and url is not None:
             click_id = _epik(url)
         if click_id is not None:
             user_data["click_id"] = click_id
         return user_data
+
+    def _add(self, user_data: dict[str, Any], field: str, values: list[str]) -> None:
+        one = self._hasher.one
+        for value in values:
+            hexdigest = one(field, value)
+            if hexdigest:
+                hashed = user_data.setdefault(field, [])
+                if hexdigest not in hashed:
+                    hashed.append(hexdigest)
+
+    def _address(self, user_data: dict[str, Any], address: Any, path: str) -> None:
+        if address.__class__ is not dict:
+            raise InvalidMessage("mapping_error", f"{path}: expected an object")
+        for key, value in address.items():
+            field = ADDRESS_KEYS.get(key)
+            if field is None or value is None:
+                continue
+            if value.__class__ is str:
+                hexdigest = self._hasher.one(field, value) if value else ""
+                if hexdigest:
+                    hashed = user_data.setdefault(field, [])
+                    if hexdigest not in hashed:
+                        hashed.append(hexdigest)
+            else:
+                self._add(user_data, field, texts(value, path, key))
 
     @staticmethod
     def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -279,12 +300,12 @@ class SegmentMapper:
         for key in ("value", "revenue", "total", "price"):
             amount = properties.get(key)
             if amount is not None:
-                value = decimal(amount, f"properties.{key}")
+                value = decimal(amount, "properties", key)
                 if value is not None:
                     custom["value"] = value
                     break
         for target, key in (("order_id", "order_id"), ("search_string", "query")):
-            found = text(properties.get(key), f"properties.{key}")
+            found = text(properties.get(key), "properties", key)
             if found is not None:
                 custom[target] = found
         products = properties.get("products")
@@ -339,19 +360,26 @@ class SegmentMapper:
 
 def _content(product: Mapping[str, Any], path: str) -> dict[str, Any]:
     item: dict[str, Any] = {}
-    product_id = text(product.get("product_id"), f"{path}.product_id") or text(
-        product.get("sku"), f"{path}.sku"
-    )
+    product_id = product.get("product_id")
+    if product_id.__class__ is not str or not product_id:
+        product_id = text(product_id, path, "product_id") or text(product.get("sku"), path, "sku")
     if product_id is not None:
         item["id"] = product_id
-    price = decimal(product.get("price"), f"{path}.price")
+    price = product.get("price")
     if price is not None:
-        item["item_price"] = price
-    quantity = integer(product.get("quantity"), f"{path}.quantity")
+        price = decimal(price, path, "price")
+        if price is not None:
+            item["item_price"] = price
+    quantity = product.get("quantity")
     if quantity is not None:
-        item["quantity"] = quantity
+        item["quantity"] = (
+            quantity if quantity.__class__ is int else integer(quantity, path, "quantity")
+        )
     for target, key in PRODUCT_FIELDS:
-        value = text(product.get(key), f"{path}.{key}")
+        value = product.get(key)
         if value is not None:
-            item[target] = value
+            if value.__class__ is not str:
+                value = text(value, path, key)
+            if value:
+                item[target] = value
     return item

@@ -30,7 +30,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> Metrics:
-    return Metrics(registry, clock=FakeClock(NOW), monotonic=FakeClock(1000.0))
+    return Metrics(registry, clock=FakeClock(NOW))
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:

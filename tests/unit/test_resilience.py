@@ -137,3 +137,19 @@ def test_bottom_funnel_set_matches_design() -> None:
 def test_rejects_a_non_positive_window() -> None:
     with pytest.raises(ValueError, match="positive"):
         ResilienceTracker(0)
+
+
+def test_a_clock_stepping_back_keeps_counting(tracker: ResilienceTracker, clock: FakeClock) -> None:
+    tracker.record(IP, "page_visit")
+    clock.now -= 600
+    tracker.record(Signal.NONE, "page_visit")
+    assert tracker.events() == 2
+    assert len(tracker._buckets) == 1
+
+
+def test_caller_supplied_time_places_the_event(
+    tracker: ResilienceTracker, clock: FakeClock
+) -> None:
+    tracker.record(IP, "page_visit", now=clock.now - 7200)
+    tracker.record(IP, "page_visit", now=clock.now)
+    assert tracker.events() == 1
