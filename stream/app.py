@@ -38,6 +38,7 @@ POLL_TIMEOUT_S = 0.1
 COMMIT_INTERVAL_S = 1.0
 DRAIN_POLL_S = 0.01
 REBALANCE_MARGIN_S = 5.0
+TEST_MODE_MAX_EVENTS = 20
 # Fixed per-message cost on top of key and value (the record, the ticket, the event body).
 RECORD_OVERHEAD_BYTES = 600
 # Survivors of start-up are frozen out of the collector; these thresholds keep the young
@@ -72,8 +73,12 @@ class App:
         self.buffer = BufferAccount(
             settings.buffer.max_events, settings.buffer.max_bytes, settings.buffer.resume_ratio
         )
+        max_events = settings.batching.max_events
+        if settings.pinterest.test_mode:
+            # Pinterest only looks at the first 20 events of a ?test=true request.
+            max_events = min(max_events, TEST_MODE_MAX_EVENTS)
         self.batcher: Batcher[Ticket] = Batcher(
-            settings.batching.max_events,
+            max_events,
             settings.batching.max_bytes,
             settings.batching.linger_ms / 1000,
         )
