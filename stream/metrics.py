@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, Literal, TypeVar
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, TypeVar
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from stream.errors import DEAD_LETTER_REASONS, DeadLetterReason
 from stream.models import Signal
@@ -90,8 +93,7 @@ AGE_BUCKETS = (
 class Metrics:
     """The metric set plus cheap, intention-revealing update methods for the hot path.
 
-    Label children are cached in plain dicts: `.labels()` costs a lock and a tuple build per call,
-    which adds up at tens of thousands of events per second.
+    Label children are cached in plain dicts so a hot-path update is a dict lookup and an add.
     """
 
     def __init__(
@@ -100,27 +102,20 @@ class Metrics:
         *,
         resilience_window_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self._clock = clock
 
-        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-            return Counter(f"{PREFIX}_{name}", doc, labelnames=tuple(labels), registry=registry)
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterFamily:
+            return CounterFamily(f"{PREFIX}_{name}", doc, tuple(labels), registry)
 
         def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
             return Gauge(f"{PREFIX}_{name}", doc, labelnames=tuple(labels), registry=registry)
 
         def histogram(
             name: str, doc: str, buckets: tuple[float, ...], labels: Iterable[str] = ()
-        ) -> Histogram:
-            return Histogram(
-                f"{PREFIX}_{name}",
-                doc,
-                labelnames=tuple(labels),
-                buckets=buckets,
-                registry=registry,
-            )
+        ) -> HistogramFamily:
+            return HistogramFamily(f"{PREFIX}_{name}", doc, buckets, tuple(labels), registry)
 
         self.events_consumed = counter(
             "events_consumed", "Kafka messages consumed from source topics", ["topic"]
@@ -201,23 +196,23 @@ class Metrics:
         )
         self.ready = gauge("ready", "1 when /readyz answers ready, else 0")
 
-        self._events: dict[tuple[str, str, str], Any] = {}
-        self._consumed: dict[str, Any] = {}
-        self._requests: dict[tuple[str, str], Any] = {}
-        self._durations: dict[str, Any] = {}
+        self._events: dict[tuple[str, str, str], CounterChild] = {}
+        self._consumed: dict[str, CounterChild] = {}
+        self._requests: dict[tuple[str, str], CounterChild] = {}
+        self._durations: dict[str, HistogramChild] = {}
         self._dead_letters = {r: self.dead_letters.labels(r) for r in DEAD_LETTER_REASONS}
         self._retries = {r: self.retries.labels(r) for r in RETRY_REASONS}
         self._lag_series: set[tuple[str, str]] = set()
         self._inflight_inc = self.inflight_requests.inc
         self._inflight_dec = self.inflight_requests.dec
-        self._observe_batch = self.batch_events.observe
-        self._observe_age = self.event_age.observe
-        self._observe_latency = self.delivery_latency.observe
-        self._late_inc = self.late_events.inc
+        self._observe_batch = self.batch_events.labels().observe
+        self._observe_age = self.event_age.labels().observe
+        self._observe_latency = self.delivery_latency.labels().observe
+        self._late_inc = self.late_events.labels().inc
         for outcome in OUTCOMES:
             self._events_child(UNKNOWN, UNKNOWN, outcome)
 
-        self.resilience = ResilienceTracker(resilience_window_s, clock=monotonic)
+        self.resilience = ResilienceTracker(resilience_window_s, clock=clock)
         self._record_signals = self.resilience.record
         self._watch_resilience()
 
@@ -288,12 +283,17 @@ class Metrics:
         """Pinterest said `processed`: counts it, its latency, lateness and matching signals."""
         if now is None:
             now = self._clock()
-        self.event_settled(event_name, action_source, "delivered")
+        # event_settled inlined: this runs once per delivered event.
+        child = self._events.get((event_name, action_source, "delivered"))
+        if child is None:
+            child = self._events_child(event_name, action_source, "delivered")
+        child.value += 1
         if kafka_timestamp_ms is not None:
-            self._observe_latency(max(0.0, now - kafka_timestamp_ms / 1000.0))
+            latency = now - kafka_timestamp_ms / 1000.0
+            self._observe_latency(latency if latency > 0.0 else 0.0)
         if now - event_time > LATE_AFTER_S:
             self._late_inc()
-        self._record_signals(signals, event_name)
+        self._record_signals(signals, event_name, now)
 
     def event_dead_lettered(
         self, reason: DeadLetterReason, event_name: str = UNKNOWN, action_source: str = UNKNOWN
@@ -314,7 +314,8 @@ class Metrics:
         count = 0
         observe = self._observe_age
         for event_time in event_times:
-            observe(max(0.0, now - event_time))
+            age = now - event_time
+            observe(age if age > 0.0 else 0.0)
             count += 1
         self._observe_batch(count)
 
@@ -358,7 +359,7 @@ class Metrics:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _events_child(self, event_name: str, action_source: str, outcome: Outcome) -> Any:
+    def _events_child(self, event_name: str, action_source: str, outcome: Outcome) -> CounterChild:
         name = event_name if event_name in EVENT_NAMES or event_name == UNKNOWN else OTHER
         source = action_source if action_source in ACTION_SOURCES else UNKNOWN
         child = self.events.labels(name, source, outcome)
@@ -387,3 +388,106 @@ def _reader(ratio: Callable[[_S], float | None], signal: _S) -> Callable[[], flo
         return math.nan if value is None else value
 
     return read
+
+
+class CounterChild:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class HistogramChild:
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left puts a value equal to a bound into that bound's bucket (Prometheus' `le`).
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+class CounterFamily(Collector):
+    """A counter without prometheus_client's per-update lock.
+
+    prometheus_client takes a mutex on every inc() (~0.5 µs); updates here come from the event
+    loop thread only, and a scrape racing an update at worst reads a value one step behind.
+    """
+
+    def __init__(
+        self, name: str, doc: str, labelnames: tuple[str, ...], registry: CollectorRegistry
+    ) -> None:
+        self._name, self._doc, self._labelnames = name, doc, labelnames
+        self._children: dict[tuple[str, ...], CounterChild] = {}
+        if not labelnames:
+            self.labels()
+        registry.register(self)
+
+    def labels(self, *values: str) -> CounterChild:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name} takes labels {self._labelnames}")
+            child = self._children[values] = CounterChild()
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._doc, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._doc, labels=self._labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(values, child.value)
+        yield family
+
+
+class HistogramFamily(Collector):
+    """A histogram without prometheus_client's lock and linear bucket scan (~1.5 µs/observe)."""
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        buckets: tuple[float, ...],
+        labelnames: tuple[str, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name, self._doc, self._labelnames = name, doc, labelnames
+        self._bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], HistogramChild] = {}
+        if not labelnames:
+            self.labels()
+        registry.register(self)
+
+    def labels(self, *values: str) -> HistogramChild:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name} takes labels {self._labelnames}")
+            child = self._children[values] = HistogramChild(self._bounds)
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)
+        for values, child in list(self._children.items()):
+            counts = list(child.counts)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*self._bounds, math.inf), counts, strict=True):
+                cumulative += count
+                buckets.append((_le(bound), float(cumulative)))
+            family.add_metric(list(values), buckets, child.sum)
+        yield family
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == math.inf else repr(bound)

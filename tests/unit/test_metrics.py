@@ -7,6 +7,7 @@ import math
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream.errors import DEAD_LETTER_REASONS
 from stream.metrics import OUTCOMES, RETRY_REASONS, Metrics
@@ -293,3 +294,31 @@ def test_no_pii_in_exposition(registry: CollectorRegistry, metrics: Metrics) -> 
     # Metric methods take only bounded values; this guards the folding of free-form names.
     metrics.event_settled("jane.doe@example.com", "web", "delivered")
     assert b"jane.doe" not in generate_latest(registry)
+
+
+def test_histogram_buckets_are_cumulative_and_inclusive(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.request_started()
+    metrics.request_done("1", 200, 0.1)  # exactly on a bound: counted in le="0.1"
+    metrics.request_started()
+    metrics.request_done("1", 200, 45.0)  # beyond the last bound: only +Inf
+    bucket = "capi_stream_request_duration_seconds_bucket"
+    assert value(registry, bucket, code="200", le="0.05") == 0
+    assert value(registry, bucket, code="200", le="0.1") == 1
+    assert value(registry, bucket, code="200", le="30.0") == 1
+    assert value(registry, bucket, code="200", le="+Inf") == 2
+    assert value(registry, "capi_stream_request_duration_seconds_sum", code="200") == 45.1
+
+
+def test_exposition_parses_as_prometheus_text(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.event_delivered("checkout", "web", Signal.EMAIL, int(NOW), int(NOW * 1000))
+    metrics.batch_sent([int(NOW)])
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    assert families["capi_stream_events"].type == "counter"
+    assert families["capi_stream_delivery_latency_seconds"].type == "histogram"
+    assert families["capi_stream_batch_events"].type == "histogram"
