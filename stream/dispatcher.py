@@ -120,6 +120,11 @@ class ConcurrencyLimiter:
             )
         self._wake()
 
+    def give_back(self) -> None:
+        """Returns a slot unused (or abandoned): no latency sample, no adaptation."""
+        self.inflight -= 1
+        self._wake()
+
     def _set(self, limit: int) -> None:
         if limit != self.limit:
             self.limit = limit
@@ -267,6 +272,11 @@ class Dispatcher(Generic[T]):
                     else:
                         await account.wait_recovered(self._probe_s)
                     continue
+                await limiter.acquire()
+                if account.setup_error is not None and not probing:
+                    # The account failed while this batch queued for a slot: wait, don't send.
+                    limiter.give_back()
+                    continue
                 verdict, elapsed = await self._request(batch, limiter)
                 attempts += 1
                 limiter.release(elapsed, congested=verdict.kind == "retry")
@@ -300,7 +310,7 @@ class Dispatcher(Generic[T]):
                 account.release_probe()
 
     async def _request(self, batch: Batch[T], limiter: ConcurrencyLimiter) -> tuple[Verdict, float]:
-        await limiter.acquire()
+        """Sends once, holding a slot already acquired from `limiter`."""
         metrics = self._metrics
         metrics.request_started()
         metrics.batch_sent([event.event_time for event in batch.events])
@@ -310,7 +320,7 @@ class Dispatcher(Generic[T]):
                 batch.key.ad_account_id, batch.key.test, batch.body()
             )
         except BaseException:
-            limiter.release(time.monotonic() - started, congested=False)
+            limiter.give_back()
             metrics.request_done(batch.key.ad_account_id, "cancelled", 0.0)
             raise
         elapsed = time.monotonic() - started
