@@ -166,14 +166,15 @@ class Transformer:
         verdict = check_rules(event, self._clock())
         if verdict is not None:
             raise InvalidMessage(verdict.reason, verdict.message)
+        # Positional: keyword arguments measurably slow the frozen dataclass on this hot path.
         return PinterestEvent(
-            event_id=event["event_id"],
-            event_name=event["event_name"],
-            action_source=event["action_source"],
-            event_time=event["event_time"],
-            ad_account_id=ad_account_id,
-            body=orjson.dumps(event),
-            signals=signals_of(event["user_data"]),
+            event["event_id"],
+            event["event_name"],
+            event["action_source"],
+            event["event_time"],
+            ad_account_id,
+            orjson.dumps(event),
+            signals_of(event["user_data"]),
         )
 
     @staticmethod

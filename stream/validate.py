@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from itertools import chain
 from typing import Any, Final
 
 from stream.errors import DeadLetterReason
@@ -195,7 +194,7 @@ class _Compiler:
         # Valid "shapes" (key order + value classes) seen before: for those, the keys, required
         # members and leaf types are known good and only arrays and nested rules still run.
         # Bounded, so hostile input cannot grow it.
-        shapes: dict[tuple[Any, ...], tuple[Any, tuple[str, ...]]] = {}
+        shapes: dict[tuple[Any, ...], tuple[tuple[tuple[str, type], ...], tuple[str, ...]]] = {}
 
         def deep(value: dict[str, Any], array_keys: Any, nested_keys: Any) -> Problem | None:
             for key in array_keys:
@@ -231,20 +230,16 @@ class _Compiler:
             if known_shape is None:
                 problem = full(value)
                 if problem is None and len(shapes) < MAX_SHAPES:
-                    array_keys = tuple(k for k in value if k in lists)
-                    groups = tuple(
-                        (frozenset({cls}), tuple(k for k in array_keys if lists[k] is cls))
-                        for cls in {lists[k] for k in array_keys}
+                    shapes[shape] = (
+                        tuple((k, lists[k]) for k in value if k in lists),
+                        tuple(k for k in value if k in checks),
                     )
-                    shapes[shape] = (groups, tuple(k for k in value if k in checks))
                 return problem
-            groups, nested_keys = known_shape
-            for classes_allowed, keys in groups:
-                # One C-level pass over every item of these arrays; the slow path names the
-                # offending item only when this finds one.
-                items = chain.from_iterable(map(value.__getitem__, keys))
-                if not set(map(type, items)) <= classes_allowed:
-                    return full(value)
+            arrays, nested_keys = known_shape
+            for key, cls in arrays:
+                for item in value[key]:
+                    if item.__class__ is not cls:
+                        return full(value)  # names the offending item
             for key in nested_keys:
                 problem = checks[key](value[key])
                 if problem is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import fastjsonschema
@@ -17,17 +18,17 @@ from stream.hashing import digest
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped
 from stream.settings import Settings, SourceSettings
 from stream.spec import schema
+from stream.transform import Transformer
 from tests.unit.test_validate import _as_json_schema
 
 NOW = 1_800_000_000.0
+HEX64 = re.compile(r"[0-9a-f]{64}")
 ISO_NOW = "2027-01-15T08:00:00Z"  # = NOW
 OFFICIAL = fastjsonschema.compile(_as_json_schema(schema("ConversionEvents")))
 WEB = {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0"}
 
 
-def make(**source: Any) -> tuple[Any, SourceSettings]:
-    from stream.transform import Transformer
-
+def make(**source: Any) -> tuple[Transformer, SourceSettings]:
     settings = Settings(sources=[SourceSettings(topic="t", **source)])
     return Transformer(settings, clock=lambda: NOW), settings.sources[0]
 
@@ -455,3 +456,23 @@ def test_deeply_nested_and_huge_values_are_dead_letters_not_crashes() -> None:
     huge = track("Order Completed", properties={"email": "x" * 5_000_000})
     assert isinstance(run(huge), PinterestEvent)
     assert isinstance(run(b"[" * 5000 + b"]" * 5000), DeadLetter)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    field=st.sampled_from(["email", "phone", "firstName", "lastName", "birthday", "gender"]),
+    raw=st.text(min_size=6, max_size=40).filter(lambda v: not v.strip().isdigit()),
+)
+def test_raw_identity_values_never_reach_the_event(field: str, raw: str) -> None:
+    message = track("Order Completed", traits={field: raw, "email": "x@example.com"})
+    result = run(message)
+    assert isinstance(result, PinterestEvent | DeadLetter), result
+    if isinstance(result, DeadLetter):
+        assert raw.strip() not in result.message
+        return
+    user_data = orjson.loads(result.body)["user_data"]
+    hashed = [
+        value for values in user_data.values() if isinstance(values, list) for value in values
+    ]
+    assert all(HEX64.fullmatch(value) for value in hashed)
+    assert raw.strip() not in hashed
