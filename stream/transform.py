@@ -100,7 +100,7 @@ class Transformer:
         self,
         settings: Settings,
         clock: Callable[[], float] = time.time,
-        hash_cache_size: int = 65_536,
+        hash_cache_size: int = 8192,
     ) -> None:
         self._settings = settings
         self._clock = clock
