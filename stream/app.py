@@ -119,6 +119,7 @@ class App:
             self._sources.setdefault(source.topic, source)
             self._default_account.setdefault(source.topic, settings.ad_account_for(source) or "")
         self._test = settings.pinterest.test_mode
+        self._batch_keys: dict[str, BatchKey] = {}
         self._rate_limited = RateLimitedLogger(log)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
@@ -198,14 +199,33 @@ class App:
 
     async def _consume_loop(self) -> None:
         source = self.source
-        while not self._stop.is_set():
-            self._apply_backpressure()
-            records = await source.poll(POLL_MAX_MESSAGES, POLL_TIMEOUT_S)
-            if records:
-                self._ingest(records)
-            for batch in self.batcher.due():
-                self.dispatcher.submit(batch)
-            self.metrics.buffer_changed(self.buffer.events, self.buffer.bytes)
+        buffer = self.buffer
+        prefetch: asyncio.Task[list[SourceRecord]] | None = None
+        try:
+            while not self._stop.is_set():
+                self._apply_backpressure()
+                if prefetch is None:
+                    records = await source.poll(POLL_MAX_MESSAGES, POLL_TIMEOUT_S)
+                else:
+                    records = await prefetch
+                    prefetch = None
+                if (
+                    not self._paused
+                    and buffer.events + 2 * POLL_MAX_MESSAGES < buffer.max_events
+                    and not self._stop.is_set()
+                ):
+                    # The consumer thread fetches the next batch while this one is transformed;
+                    # only with room for it, so the buffer cap is still crossed by one poll at most.
+                    prefetch = asyncio.create_task(source.poll(POLL_MAX_MESSAGES, POLL_TIMEOUT_S))
+                if records:
+                    self._ingest(records)
+                for batch in self.batcher.due():
+                    self.dispatcher.submit(batch)
+                self.metrics.buffer_changed(buffer.events, buffer.bytes)
+        finally:
+            if prefetch is not None:
+                # Untracked records are simply consumed again by whoever owns them next.
+                await asyncio.gather(prefetch, return_exceptions=True)
 
     def _apply_backpressure(self) -> None:
         buffer = self.buffer
@@ -226,6 +246,7 @@ class App:
         submit = self.dispatcher.submit
         transform = self.transformer.transform
         sources = self._sources
+        keys = self._batch_keys
         counts: dict[str, int] = {}
         for record in records:
             epoch = tracker.track(record.topic, record.partition, record.offset)
@@ -251,7 +272,10 @@ class App:
                 result = DeadLetter("mapping_error", f"internal error: {type(exc).__name__}")
             if type(result) is PinterestEvent:
                 account = result.ad_account_id or self._default_account[topic]
-                batch = batcher.add(BatchKey(account, self._test), result, ticket)
+                key = keys.get(account)
+                if key is None:
+                    key = keys[account] = BatchKey(account, self._test)
+                batch = batcher.add(key, result, ticket)
                 if batch is not None:
                     submit(batch)
             elif type(result) is DeadLetter:
