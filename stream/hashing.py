@@ -187,6 +187,11 @@ class Hasher:
         self._cache_size = cache_size
         self._memo: dict[str, dict[str, str]] = {field: {} for field in HASHED_FIELDS}
 
+    @property
+    def memos(self) -> Mapping[str, Mapping[str, str]]:
+        """Per-field memo (value → hash, "" for omit) for callers that inline the hit path."""
+        return self._memo
+
     def one(self, field: str, value: str) -> str:
         """The hash of one value, or "" when normalization leaves nothing to send."""
         memo = self._memo[field]

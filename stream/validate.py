@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any, Final
 
 from stream.errors import DeadLetterReason
@@ -283,16 +283,19 @@ class _Compiler:
         if shared and all(set(b) - _ANNOTATIONS <= {"$ref", "required"} for b in branches):
             # Pinterest's user_data: one property set, several alternative `required` lists.
             base = self._ref(str(next(iter(refs))))
-            alternatives = tuple(frozenset(b.get("required", ())) for b in branches)
+            base_check: Check = base if not isinstance(base, type) else partial(_apply, base)
+            alternatives = tuple(tuple(b.get("required", ())) for b in branches)
             needs = " or ".join(" with ".join(b.get("required", ())) for b in branches)
 
             def shared_check(value: Any) -> Problem | None:
-                problem = _apply(base, value)
+                problem = base_check(value)
                 if problem is not None:
                     return problem
-                keys = value.keys()
                 for alternative in alternatives:
-                    if alternative <= keys:
+                    for key in alternative:
+                        if key not in value:
+                            break
+                    else:
                         return None
                 return "", f"needs {needs}"
 

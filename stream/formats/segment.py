@@ -72,8 +72,15 @@ def event_key(name: str) -> str:
 
 
 def _epik(url: str) -> str | None:
-    if "epik=" not in url:
+    start = url.find("epik=")
+    if start < 0:
         return None
+    if url[start - 1 : start] in ("?", "&") and "#" not in url and "epik=" not in url[start + 5 :]:
+        # The common shape, a single plain `epik` parameter: slice it out without parsing.
+        end = url.find("&", start)
+        value = url[start + 5 : end if end >= 0 else len(url)]
+        if "%" not in value and "+" not in value:
+            return value or None
     values = parse_qs(urlsplit(url).query).get("epik")
     return values[0] if values else None
 
@@ -211,6 +218,7 @@ class SegmentMapper:
         url: str | None,
     ) -> dict[str, Any]:
         one = self._hasher.one
+        memos = self._hasher.memos
         user_data: dict[str, Any] = {}
         # Walk each place's own keys once (a handful) instead of probing every alias in it,
         # and hash straight into the arrays: this is the hottest loop of the forwarder.
@@ -226,7 +234,7 @@ class SegmentMapper:
                 if field is None or value is None:
                     continue
                 if value.__class__ is str:
-                    hexdigest = one(field, value) if value else ""
+                    hexdigest = (memos[field].get(value) or one(field, value)) if value else ""
                     if hexdigest:
                         hashed = user_data.get(field)
                         if hashed is None:
@@ -276,12 +284,14 @@ class SegmentMapper:
     def _address(self, user_data: dict[str, Any], address: Any, path: str) -> None:
         if address.__class__ is not dict:
             raise InvalidMessage("mapping_error", f"{path}: expected an object")
+        one = self._hasher.one
+        memos = self._hasher.memos
         for key, value in address.items():
             field = ADDRESS_KEYS.get(key)
             if field is None or value is None:
                 continue
             if value.__class__ is str:
-                hexdigest = self._hasher.one(field, value) if value else ""
+                hexdigest = (memos[field].get(value) or one(field, value)) if value else ""
                 if hexdigest:
                     hashed = user_data.setdefault(field, [])
                     if hexdigest not in hashed:
@@ -326,12 +336,19 @@ class SegmentMapper:
                 contents.append(item)
         if contents:
             custom["contents"] = contents
-            ids = list(dict.fromkeys(item["id"] for item in contents if "id" in item))
+            ids: list[str] = []
+            num_items: int | None = None
+            for item in contents:
+                product_id = item.get("id")
+                if product_id is not None and product_id not in ids:
+                    ids.append(product_id)
+                quantity = item.get("quantity")
+                if quantity is not None:
+                    num_items = quantity if num_items is None else num_items + quantity
             if ids:
                 custom["content_ids"] = ids
-            quantities = [item["quantity"] for item in contents if "quantity" in item]
-            if quantities:
-                custom["num_items"] = sum(quantities)
+            if num_items is not None:
+                custom["num_items"] = num_items
         return custom
 
     @staticmethod

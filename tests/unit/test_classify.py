@@ -176,6 +176,17 @@ def test_classification_table(response: ApiResponse, sent: int, expected: Verdic
     assert classify(response, sent, NOW) == expected
 
 
+def test_an_exhausted_rate_window_is_reported_with_its_reset() -> None:
+    response = ApiResponse(
+        200,
+        body(events(("processed", ""))),
+        {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "20"},
+    )
+    assert classify(response, 1, NOW).exhausted_for == 20.0
+    plenty = ApiResponse(200, response.body, {"X-RateLimit-Remaining": "4000"})
+    assert classify(plenty, 1, NOW).exhausted_for is None
+
+
 def test_long_pinterest_messages_are_clipped() -> None:
     response = ApiResponse(200, body(events(("failed", "x" * 5000))))
     [outcome] = classify(response, 1, NOW).outcomes

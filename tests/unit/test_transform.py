@@ -476,3 +476,21 @@ def test_raw_identity_values_never_reach_the_event(field: str, raw: str) -> None
     ]
     assert all(HEX64.fullmatch(value) for value in hashed)
     assert raw.strip() not in hashed
+
+
+@pytest.mark.parametrize(
+    ("url", "click_id"),
+    [
+        ("https://s.example/p?epik=abc", "abc"),
+        ("https://s.example/p?x=1&epik=abc&y=2", "abc"),
+        ("https://s.example/p?epik=a%2Bb", "a+b"),
+        ("https://s.example/p?q=epik=3&epik=4", "4"),
+        ("https://s.example/p?xepik=1", None),
+        ("https://s.example/p?epik=", None),
+        ("https://s.example/p#epik=1", None),
+    ],
+)
+def test_epik_query_parameter(url: str, click_id: str | None) -> None:
+    message = track("Product Viewed")
+    message["context"]["page"] = {"url": url}
+    assert event(message)["user_data"].get("click_id") == click_id
