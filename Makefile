@@ -34,5 +34,10 @@ run: install
 bench: install
 	$(PY) benchmarks/run.py
 
+DURATION ?= 420
+SEED ?= 1
+soak: install
+	$(PY) scripts/soak.py --duration $(DURATION) --seed $(SEED)
+
 clean: kafka-down
 	rm -rf $(VENV) .local .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The chaos soak: workload, chaos schedule, oracle, report; the short variant runs in make test."""
