@@ -1,8 +1,9 @@
 """`capi-stream sandbox`: run a local Pinterest Conversions API emulator with fault injection.
 
 Once listening it prints `capi-stream sandbox listening on <url>` on stdout (with `--port 0` the
-URL carries the port the system chose). The admin API and fault knobs are described in
-`stream.sandbox.server` and `stream.sandbox.faults`.
+URL carries the port the system chose). With `--tls-cert`/`--tls-key` it serves HTTPS and the URL
+is `https://…`, for testing the forwarder's certificate checks. The admin API and fault knobs
+are described in `stream.sandbox.server` and `stream.sandbox.faults`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--dedup-capacity", type=int, default=1_000_000, help="event keys remembered for dedup"
     )
     parser.add_argument("--seed", type=int, help="random seed for the fault draws")
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)"
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
     faults = parser.add_argument_group("fault injection (also settable via PUT /_admin/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="fixed delay per request")
     faults.add_argument("--jitter-ms", type=float, default=0.0, help="extra random delay, up to")
@@ -75,6 +80,8 @@ def build_config(args: argparse.Namespace, now: float) -> SandboxConfig:
         loopback = False
     if not loopback:
         raise ConfigurationError("--host", "the sandbox only listens on a loopback address")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigurationError("--tls-cert", "--tls-cert and --tls-key go together")
     for account in args.ad_account:
         if not ACCOUNT_ID.fullmatch(account):
             raise ConfigurationError("--ad-account", "an ad account id is 1 to 18 digits")
@@ -102,6 +109,8 @@ def build_config(args: argparse.Namespace, now: float) -> SandboxConfig:
         dedup_capacity=args.dedup_capacity,
         faults=faults,
         seed=args.seed,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 

@@ -32,6 +32,7 @@ import logging
 import random
 import re
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -88,6 +89,8 @@ class SandboxConfig:
     dedup_capacity: int = 1_000_000
     faults: Faults = field(default_factory=Faults)
     seed: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def _error(
@@ -371,10 +374,15 @@ async def serve(config: SandboxConfig, started: Callable[[str], None], stop: asy
     runner = web.AppRunner(sandbox.application(), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        tls = None
+        if config.tls_cert is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(config.tls_cert, config.tls_key)
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
         await site.start()
         host, port = runner.addresses[0][:2]
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if tls is not None else "http"
+        url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
         logger.info("sandbox listening on %s", url)
         started(url)
         await stop.wait()
