@@ -102,6 +102,7 @@ class App:
             initial_concurrency=sending.initial_concurrency,
             max_concurrency=sending.max_concurrency,
             setup_error_probe_s=sending.setup_error_probe_s,
+            requests_per_minute=settings.pinterest.requests_per_minute,
         )
         self.source = KafkaSource(
             settings.kafka.client_config(),

@@ -139,6 +139,44 @@ class ConcurrencyLimiter:
                 waiter.set_result(None)
 
 
+class RequestBudget:
+    """Paces one ad account's requests: at most `per_minute` in any 60 s window, and none
+    before a time the server asked for (429 Retry-After / x-ratelimit-reset, or an exhausted
+    x-ratelimit-remaining), so one throttled request stops its siblings too."""
+
+    WINDOW_S = 60.0
+
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+        self._not_before = 0.0
+
+    async def acquire(self) -> None:
+        while True:
+            now = self._clock()
+            sent = self._sent
+            while sent and sent[0] <= now - self.WINDOW_S:
+                sent.popleft()
+            wait = self._not_before - now
+            if len(sent) >= self.per_minute:
+                wait = max(wait, sent[0] + self.WINDOW_S - now)
+            if wait <= 0:
+                sent.append(now)
+                return
+            await self._sleep(wait)
+
+    def hold(self, seconds: float) -> None:
+        """No request of this account before `seconds` from now."""
+        self._not_before = max(self._not_before, self._clock() + seconds)
+
+
 class AccountState:
     """One ad account: its concurrency limiter and, after a 401/403/404, its setup error.
 
@@ -146,9 +184,12 @@ class AccountState:
     batch of the account waits, so a revoked token cannot drain a topic into the DLQ.
     """
 
-    def __init__(self, ad_account_id: str, limiter: ConcurrencyLimiter) -> None:
+    def __init__(
+        self, ad_account_id: str, limiter: ConcurrencyLimiter, budget: RequestBudget
+    ) -> None:
         self.ad_account_id = ad_account_id
         self.limiter = limiter
+        self.budget = budget
         self.setup_error: Verdict | None = None
         self._probing = False
         self._recovered = asyncio.Event()
@@ -201,6 +242,7 @@ class Dispatcher(Generic[T]):
         initial_concurrency: int,
         max_concurrency: int,
         setup_error_probe_s: float,
+        requests_per_minute: int = 5000,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -211,6 +253,7 @@ class Dispatcher(Generic[T]):
         self._initial = initial_concurrency
         self._maximum = max_concurrency
         self._probe_s = setup_error_probe_s
+        self._requests_per_minute = requests_per_minute
         self._clock = clock
         self._sleep = sleep
         self._accounts: dict[str, AccountState] = {}
@@ -226,7 +269,8 @@ class Dispatcher(Generic[T]):
                     ad_account_id, limit
                 ),
             )
-            state = self._accounts[ad_account_id] = AccountState(ad_account_id, limiter)
+            budget = RequestBudget(self._requests_per_minute, sleep=self._sleep)
+            state = self._accounts[ad_account_id] = AccountState(ad_account_id, limiter, budget)
             self._metrics.ad_account_registered(ad_account_id, limiter.limit)
         return state
 
@@ -277,8 +321,13 @@ class Dispatcher(Generic[T]):
                     # The account failed while this batch queued for a slot: wait, don't send.
                     limiter.give_back()
                     continue
+                await account.budget.acquire()
                 verdict, elapsed = await self._request(batch, limiter)
                 attempts += 1
+                if verdict.retry_after is not None and verdict.reason == "rate_limited":
+                    account.budget.hold(verdict.retry_after)
+                elif verdict.exhausted_for is not None:
+                    account.budget.hold(verdict.exhausted_for)
                 limiter.release(elapsed, congested=verdict.kind == "retry")
                 if verdict.kind == "setup_error":
                     if account.enter_setup_error(verdict):

@@ -48,6 +48,8 @@ class Verdict:
     reason: RetryReason | None = None
     message: str = ""
     retry_after: float | None = None
+    exhausted_for: float | None = None
+    """Set when x-ratelimit-remaining says the window is used up: seconds until it resets."""
 
 
 def classify(response: ApiResponse, sent: int, now: float) -> Verdict:
@@ -62,7 +64,7 @@ def classify(response: ApiResponse, sent: int, now: float) -> Verdict:
         outcomes = _outcomes(payload, sent)
         if outcomes is None:
             return Verdict("retry", status, reason="bad_response", message="unreadable response")
-        return Verdict("events", status, outcomes)
+        return Verdict("events", status, outcomes, exhausted_for=_exhausted_for(response, now))
     if status == 422:
         details = payload.get("details") if isinstance(payload, dict) else None
         outcomes = _outcomes(details, sent)
@@ -101,6 +103,14 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     if reset is None:
         return None
     return max(reset - now if reset > EPOCH_THRESHOLD else reset, 0.0)
+
+
+def _exhausted_for(response: ApiResponse, now: float) -> float | None:
+    headers = {name.lower(): value for name, value in (response.headers or {}).items()}
+    remaining = _number(headers.get("x-ratelimit-remaining", "").split(",")[0])
+    if remaining is None or remaining > 0:
+        return None
+    return retry_after({"x-ratelimit-reset": headers.get("x-ratelimit-reset", "")}, now)
 
 
 def _outcomes(payload: Any, sent: int) -> tuple[EventOutcome, ...] | None:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream.batcher import Batch, BatchKey
-from stream.dispatcher import ConcurrencyLimiter, Dispatcher, Failure
+from stream.dispatcher import ConcurrencyLimiter, Dispatcher, Failure, RequestBudget
 from stream.metrics import Metrics
 from stream.models import PinterestEvent
 from stream.pinterest.classify import ApiResponse
@@ -245,3 +245,38 @@ async def test_limiter_never_exceeds_its_limit_and_adapts() -> None:
     assert limiter.limit == 3, "cut by 0.9 once for a burst of congestion"
     assert changes == [3, 4, 3]
     assert limiter.inflight == 0
+
+
+async def test_request_budget_spaces_requests_over_the_window_and_honours_holds() -> None:
+    now = [0.0]
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    budget = RequestBudget(3, clock=lambda: now[0], sleep=fake_sleep)
+    for _ in range(3):
+        await budget.acquire()
+    assert waits == []
+    await budget.acquire()
+    assert waits == [60.0], "the 4th request waits for the first to leave the window"
+    budget.hold(12.5)
+    await budget.acquire()
+    assert waits[-1] == pytest.approx(12.5)
+
+
+async def test_a_429_with_a_hint_holds_every_request_of_the_account() -> None:
+    sender = ScriptedSender(lambda ids: ApiResponse(429, b"", {"Retry-After": "9"}))
+    recorder = Recorder()
+    d, _ = dispatcher(sender, recorder)
+    d.submit(batch("a"))
+    d.submit(batch("b"))
+    for _ in range(1000):
+        await asyncio.sleep(0)
+    # The first 429 (and the request already in flight beside it) hold the account: the fake
+    # sleep returns at once, yet no further request goes out before the 9 s hold ends.
+    assert len(sender.requests) <= 2
+    assert recorder.delivered == []
+    assert recorder.failed == {}
+    await d.cancel()
