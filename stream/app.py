@@ -19,7 +19,6 @@ from stream.dispatcher import BufferAccount, Dispatcher, Failure
 from stream.dlq import DeadLetterProducer
 from stream.errors import DeadLetterReason
 from stream.http_server import HealthServer
-from stream.logs import RateLimitedLogger
 from stream.metrics import UNKNOWN, Metrics
 from stream.models import DeadLetter, PinterestEvent, SourceRecord
 from stream.offsets import OffsetTracker, TopicPartitionKey
@@ -39,7 +38,7 @@ COMMIT_INTERVAL_S = 1.0
 DRAIN_POLL_S = 0.01
 REBALANCE_MARGIN_S = 5.0
 TEST_MODE_MAX_EVENTS = 20
-# Fixed per-message cost on top of key and value (the record, the ticket, the event body).
+# Fixed per-message cost of the Python objects (record, ticket, event) beyond the bytes.
 RECORD_OVERHEAD_BYTES = 600
 # Survivors of start-up are frozen out of the collector; these thresholds keep the young
 # generation from being scanned every few hundred allocations on the hot path.
@@ -121,7 +120,6 @@ class App:
             self._default_account.setdefault(source.topic, settings.ad_account_for(source) or "")
         self._test = settings.pinterest.test_mode
         self._batch_keys: dict[str, BatchKey] = {}
-        self._rate_limited = RateLimitedLogger(log)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._draining = False
@@ -256,21 +254,12 @@ class App:
             topic = record.topic
             counts[topic] = counts.get(topic, 0) + 1
             value = record.value
+            # The raw value stays for the DLQ and its encoded event is about as large again.
             size = RECORD_OVERHEAD_BYTES + (len(value) * 2 if value else 0)
             buffer.add(size)
             ticket = Ticket(record, epoch, size)
-            try:
-                result = transform(sources[topic], value, record.timestamp_ms)
-            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the stream
-                self._rate_limited.error(
-                    "transform",
-                    "transform failed on %s[%d]@%d: %s",
-                    topic,
-                    record.partition,
-                    record.offset,
-                    type(exc).__name__,
-                )
-                result = DeadLetter("mapping_error", f"internal error: {type(exc).__name__}")
+            # Transformer.transform never raises: bad input comes back as a DeadLetter.
+            result = transform(sources[topic], value, record.timestamp_ms)
             if type(result) is PinterestEvent:
                 account = result.ad_account_id or self._default_account[topic]
                 key = keys.get(account)
