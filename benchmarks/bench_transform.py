@@ -6,7 +6,7 @@ import argparse
 import hashlib
 import time
 import timeit
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -93,56 +93,67 @@ def plain_map_and_hash(value: bytes) -> bytes:
     return orjson.dumps(event)
 
 
-def measure(
-    transformer: Transformer, settings: Settings, messages: Sequence[bytes], rounds: int
-) -> float:
-    source = settings.sources[0]
-    timestamp = int(time.time() * 1000)
-    best = 0.0
-    for _ in range(rounds):
-        started = time.process_time()
-        for value in messages:
-            transformer.transform(source, value, timestamp)
-        best = max(best, len(messages) / (time.process_time() - started))
-    return best
+def _rate(step: Callable[[bytes], object], messages: Sequence[bytes]) -> float:
+    # CPU time of this process: other work on the shared cores does not count against us.
+    started = time.process_time()
+    for value in messages:
+        step(value)
+    return len(messages) / (time.process_time() - started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--count", type=int, default=5_000, help="messages per shape")
+    parser.add_argument("--rounds", type=int, default=7, help="best of this many passes")
     args = parser.parse_args()
     settings = Settings()
+    source = settings.sources[0]
+    timestamp = int(time.time() * 1000)
     shapes = {
         "order_completed": ClickstreamGenerator(1, mix="order_completed", poison_ratio=0),
         "page (minimal)": ClickstreamGenerator(2, mix="page", poison_ratio=0),
         "realistic mix": ClickstreamGenerator(3, mix="realistic", poison_ratio=0.01),
     }
-    rich = [m.value for m in ClickstreamGenerator(1, mix="order_completed").messages(args.count)]
-    started = time.process_time()
-    for value in rich:
-        plain_map_and_hash(value)
-    plain = len(rich) / (time.process_time() - started)
+    inputs = {name: [m.value for m in g.messages(args.count)] for name, g in shapes.items()}
+    distinct = {name: _distinct(messages) for name, messages in inputs.items()}
+    warm = Transformer(settings)  # its hash memo fills on the first pass: values repeat
+    # A cache of size 0 hashes every value afresh, and the values are all distinct: worst case.
+    cold = Transformer(settings, hash_cache_size=0)
+    rich = inputs["order_completed"]
+    best: dict[str, float] = {}
+    # Rounds interleave every measurement, so a burst of load elsewhere hits them all alike.
+    for _ in range(args.rounds):
+        best["reference"] = max(best.get("reference", 0.0), _rate(plain_map_and_hash, rich))
+        for name, messages in inputs.items():
+            for kind, transformer, values in (
+                ("cached", warm, messages),
+                ("distinct", cold, distinct[name]),
+            ):
+                rate = _rate(lambda v, t=transformer: t.transform(source, v, timestamp), values)
+                best[f"{name}/{kind}"] = max(best.get(f"{name}/{kind}", 0.0), rate)
+    sample = warm.transform(source, rich[0], timestamp)
+    assert isinstance(sample, PinterestEvent), sample
     calibration = (
         min(timeit.repeat("sum(range(1000))", number=2000, repeat=5, timer=time.process_time))
         / 2000
         * 1e6
     )
-    # The same reference loop takes ~10 µs on an idle modern core; higher means a busy machine.
-    print(f"calibration: sum(range(1000)) = {calibration:.1f} µs")
-    print(f"reference: bare map+hash+encode of order_completed, no checks = {plain:,.0f} ev/s")
-    print(f"{'shape':<18} {'bytes':>6} {'cached ev/s':>12} {'distinct ev/s':>14}")
-    for name, generator in shapes.items():
-        messages = [m.value for m in generator.messages(args.count)]
-        transformer = Transformer(settings)
-        sample = transformer.transform(settings.sources[0], messages[0], int(time.time() * 1000))
-        assert name == "realistic mix" or isinstance(sample, PinterestEvent), sample
-        cached = measure(transformer, settings, messages, args.rounds)
-        distinct = _distinct(messages)
-        # A cache of size 0 hashes every value afresh: the cold-cache worst case.
-        uncached = measure(Transformer(settings, hash_cache_size=0), settings, distinct, 1)
+    reference = best["reference"]
+    # The issue quotes ~90,000 ev/s for a bare map + hash of the rich event on this machine
+    # when idle; scaling by our own bare reference makes figures comparable across load.
+    print(f"calibration: sum(range(1000)) = {calibration:.1f} µs of CPU (lower = faster core)")
+    print(f"reference: bare loads+map+hash+dumps of order_completed = {reference:,.0f} ev/s")
+    print(
+        f"{'shape':<17} {'bytes':>5} {'cached ev/s':>12} {'distinct ev/s':>14}"
+        f" {'cached/ref':>10} {'@ref=90k':>9}"
+    )
+    for name, messages in inputs.items():
         size = sum(map(len, messages)) // len(messages)
-        print(f"{name:<18} {size:>6} {cached:>12,.0f} {uncached:>14,.0f}")
+        cached, cold_rate = best[f"{name}/cached"], best[f"{name}/distinct"]
+        print(
+            f"{name:<17} {size:>5} {cached:>12,.0f} {cold_rate:>14,.0f}"
+            f" {cached / reference:>10.2f} {90_000 * cached / reference:>9,.0f}"
+        )
 
 
 if __name__ == "__main__":
