@@ -12,20 +12,7 @@ from typing import Final
 
 import pycountry
 
-HASHED_FIELDS: Final = (
-    "em",
-    "ph",
-    "fn",
-    "ln",
-    "ge",
-    "db",
-    "ct",
-    "st",
-    "zp",
-    "country",
-    "external_id",
-    "hashed_maids",
-)
+from stream.spec import HASHED_FIELDS
 
 _HEX64: Final = re.compile(r"[0-9A-Fa-f]{64}")
 _NOT_DIGIT: Final = re.compile(r"[^0-9]+")

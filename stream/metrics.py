@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from stream.errors import DEAD_LETTER_REASONS, DeadLetterReason
 from stream.models import Signal
 from stream.resilience import COVERAGE_SIGNALS, SHARE_SIGNALS, ResilienceTracker
+from stream.spec import ACTION_SOURCES, EVENT_NAMES
 
 PREFIX = "capi_stream"
 _S = TypeVar("_S", bound=str)
@@ -34,31 +35,6 @@ RETRY_REASONS: tuple[RetryReason, ...] = (
     "dead_letter_unacked",
 )
 
-ACTION_SOURCES = ("web", "app_android", "app_ios", "offline")
-# Pinterest's event names (the spec documents them in prose); anything else is reported as
-# "other" so a producer's typo can never create unbounded series.
-EVENT_NAMES = frozenset(
-    {
-        "add_payment_info",
-        "add_to_cart",
-        "add_to_wishlist",
-        "app_install",
-        "app_open",
-        "checkout",
-        "custom",
-        "initiate_checkout",
-        "lead",
-        "page_visit",
-        "search",
-        "signup",
-        "start_trial",
-        "submit_application",
-        "subscribe",
-        "view_category",
-        "view_content",
-        "watch_video",
-    }
-)
 UNKNOWN = "unknown"
 """event_name / action_source label of messages that never became an event (decode errors…)."""
 OTHER = "other"

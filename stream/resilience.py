@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from stream.models import Signal
+from stream.spec import BOTTOM_FUNNEL_EVENTS
 
 CoverageSignal = Literal["ip_and_user_agent", "email_or_maid_bottom_funnel", "external_id"]
 COVERAGE_SIGNALS: tuple[CoverageSignal, ...] = (
@@ -31,19 +32,6 @@ SHARE_SIGNALS: tuple[ShareSignal, ...] = (
     "click_id",
 )
 
-BOTTOM_FUNNEL = frozenset(
-    {
-        "checkout",
-        "add_to_cart",
-        "initiate_checkout",
-        "add_payment_info",
-        "lead",
-        "signup",
-        "subscribe",
-        "start_trial",
-        "submit_application",
-    }
-)
 
 # Slots of a bucket's counter list.
 _TOTAL, _BOTTOM_FUNNEL, _BOTTOM_FUNNEL_MATCHED = 0, 1, 2
@@ -105,7 +93,7 @@ class ResilienceTracker:
         counts[_TOTAL] += 1
         for slot in _INCREMENTS[signals]:
             counts[slot] += 1
-        if event_name in BOTTOM_FUNNEL:
+        if event_name in BOTTOM_FUNNEL_EVENTS:
             counts[_BOTTOM_FUNNEL] += 1
             if _EMAIL_OR_MAID[signals]:
                 counts[_BOTTOM_FUNNEL_MATCHED] += 1

@@ -16,40 +16,13 @@ from functools import cache, partial
 from typing import Any, Final
 
 from stream.errors import DeadLetterReason
-from stream.spec import schema
+from stream.spec import ACTION_SOURCES, EVENT_NAMES, schema
 
 Problem = tuple[str, str]
 Check = Callable[[Any], Problem | None]
 # A bare class means "exactly this class, nothing else to check": the hot path of most leaves.
 Rule = type | Check
 
-EVENT_NAMES: Final = frozenset(
-    {
-        "add_payment_info",
-        "add_to_cart",
-        "add_to_wishlist",
-        "app_install",
-        "app_open",
-        "checkout",
-        "contact",
-        "custom",
-        "customize_product",
-        "find_location",
-        "initiate_checkout",
-        "lead",
-        "page_visit",
-        "schedule",
-        "search",
-        "signup",
-        "start_trial",
-        "submit_application",
-        "subscribe",
-        "view_category",
-        "view_content",
-        "watch_video",
-    }
-)
-ACTION_SOURCES: Final = frozenset({"web", "app_android", "app_ios", "offline"})
 MAX_FUTURE_S: Final = 300
 MAX_AGE_S: Final = 7 * 24 * 3600
 MAX_SHAPES: Final = 1024

@@ -9,7 +9,8 @@ from typing import Any, Final
 
 from stream.decode import texts
 from stream.errors import InvalidMessage
-from stream.hashing import HASHED_FIELDS, Hasher
+from stream.hashing import Hasher
+from stream.spec import HASHED_FIELDS
 
 RAW_USER_FIELDS: Final = frozenset(
     {"client_ip_address", "client_user_agent", "click_id", "partner_id"}

@@ -13,7 +13,7 @@ from stream.errors import ConfigurationError, InvalidMessage
 from stream.hashing import Hasher
 from stream.models import Skipped
 from stream.settings import SourceSettings
-from stream.validate import ACTION_SOURCES, EVENT_NAMES
+from stream.spec import ACTION_SOURCES, EVENT_NAMES
 
 SKIP: Final = "skip"
 DEFAULT_EVENT_NAMES: Final[Mapping[str, str]] = {

@@ -27,49 +27,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from stream.spec import schema
+from stream.spec import ACTION_SOURCES, EVENT_NAMES, HASHED_FIELDS, schema
 
-HASHED_FIELDS: Final = (
-    "em",
-    "ph",
-    "fn",
-    "ln",
-    "ge",
-    "db",
-    "ct",
-    "st",
-    "zp",
-    "country",
-    "external_id",
-    "hashed_maids",
-)
-ACTION_SOURCES: Final = frozenset({"web", "app_android", "app_ios", "offline"})
-EVENT_NAMES: Final = frozenset(
-    {
-        "add_payment_info",
-        "add_to_cart",
-        "add_to_wishlist",
-        "app_install",
-        "app_open",
-        "checkout",
-        "contact",
-        "custom",
-        "customize_product",
-        "find_location",
-        "initiate_checkout",
-        "lead",
-        "page_visit",
-        "schedule",
-        "search",
-        "signup",
-        "start_trial",
-        "submit_application",
-        "subscribe",
-        "view_category",
-        "view_content",
-        "watch_video",
-    }
-)
 MAX_AGE_S: Final = 7 * 24 * 3600
 # Clocks of sender and Pinterest are never exactly in step; five minutes (the forwarder's own
 # limit in stream/validate.py) covers ordinary drift while still catching milliseconds sent as

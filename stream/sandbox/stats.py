@@ -13,21 +13,10 @@ import operator
 from collections import Counter
 from typing import Any, Final
 
+from stream.spec import BOTTOM_FUNNEL_EVENTS
+
 DEDUP_WINDOW_S: Final = 48 * 3600
 LATE_AFTER_S: Final = 3600
-BOTTOM_FUNNEL: Final = frozenset(
-    {
-        "checkout",
-        "add_to_cart",
-        "initiate_checkout",
-        "add_payment_info",
-        "lead",
-        "signup",
-        "subscribe",
-        "start_trial",
-        "submit_application",
-    }
-)
 _user_data_of: Final = operator.attrgetter("user_data")
 _name_of: Final = operator.attrgetter("event_name")
 _time_of: Final = operator.attrgetter("event_time")
@@ -87,7 +76,7 @@ class Stats:
         """
         self._forget_before(now - DEDUP_WINDOW_S)
         user_data = list(map(_user_data_of, events))
-        funnel_flags = list(map(BOTTOM_FUNNEL.__contains__, map(_name_of, events)))
+        funnel_flags = list(map(BOTTOM_FUNNEL_EVENTS.__contains__, map(_name_of, events)))
         self.with_ip_and_user_agent += sum(map(all, map(_ip_and_user_agent_of, user_data)))
         self.with_external_id += sum(map(bool, map(_external_id_of, user_data)))
         self.bottom_funnel += sum(funnel_flags)

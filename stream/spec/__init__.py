@@ -5,9 +5,66 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, Final
 
 SPEC_FILE = "pinterest-conversion-events.json"
+
+# Pinterest's vocabulary, which the schema states only in prose (DESIGN §1, reference notes B.2).
+EVENT_NAMES: Final = frozenset(
+    {
+        "add_payment_info",
+        "add_to_cart",
+        "add_to_wishlist",
+        "app_install",
+        "app_open",
+        "checkout",
+        "contact",
+        "custom",
+        "customize_product",
+        "find_location",
+        "initiate_checkout",
+        "lead",
+        "page_visit",
+        "schedule",
+        "search",
+        "signup",
+        "start_trial",
+        "submit_application",
+        "subscribe",
+        "view_category",
+        "view_content",
+        "watch_video",
+    }
+)
+ACTION_SOURCES: Final = frozenset({"web", "app_android", "app_ios", "offline"})
+HASHED_FIELDS: Final = (
+    "em",
+    "ph",
+    "fn",
+    "ln",
+    "ge",
+    "db",
+    "ct",
+    "st",
+    "zp",
+    "country",
+    "external_id",
+    "hashed_maids",
+)
+# Pinterest's resilience guidance counts e-mail/MAID coverage over these events only.
+BOTTOM_FUNNEL_EVENTS: Final = frozenset(
+    {
+        "checkout",
+        "add_to_cart",
+        "initiate_checkout",
+        "add_payment_info",
+        "lead",
+        "signup",
+        "subscribe",
+        "start_trial",
+        "submit_application",
+    }
+)
 
 
 @cache

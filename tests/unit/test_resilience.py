@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stream.models import Signal
-from stream.resilience import BOTTOM_FUNNEL, ResilienceTracker
+from stream.resilience import ResilienceTracker
+from stream.spec import BOTTOM_FUNNEL_EVENTS
 
 IP = Signal.IP_AND_USER_AGENT
 
@@ -130,7 +131,7 @@ def test_bottom_funnel_set_matches_design() -> None:
                 "submit_application",
             }
         )
-        == BOTTOM_FUNNEL
+        == BOTTOM_FUNNEL_EVENTS
     )
 
 
