@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream.models import SourceRecord
 from stream.offsets import TopicPartitionKey
@@ -28,6 +28,9 @@ DEFAULT_CONSUMER_CONFIG = {
 }
 # Offsets are committed only by us, only for settled messages: never overridable.
 FORCED_CONSUMER_CONFIG = {"enable.auto.commit": "false", "enable.auto.offset.store": "false"}
+# Refused credentials never heal by retrying inside this process (the password file is read once
+# at start): fail the run, so the operator sees it and a restart picks up fixed credentials.
+REFUSED_CREDENTIALS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 
 
 class RebalanceListener(Protocol):
@@ -66,6 +69,7 @@ class KafkaSource:
             "group.id": group_id,
             **FORCED_CONSUMER_CONFIG,
         }
+        config["error_cb"] = self._on_error
         if on_statistics is not None:
             config["stats_cb"] = on_statistics
         else:
@@ -77,6 +81,7 @@ class KafkaSource:
         self._consumer: Consumer | None = None
         self._want_paused = False
         self._paused: set[TopicPartitionKey] = set()
+        self._refused: KafkaError | None = None
         self.generation = 0
         self.assignment: set[TopicPartitionKey] = set()
 
@@ -139,6 +144,8 @@ class KafkaSource:
                 log.warning("consumer error: %s", error.str())
                 continue
             records.append(_record(message))
+        if self._refused is not None:
+            raise KafkaException(self._refused)
         return records
 
     def _apply_pause(self, consumer: Consumer) -> None:
@@ -174,6 +181,13 @@ class KafkaSource:
         self._consumer = None
         if consumer is not None:
             consumer.close()
+
+    def _on_error(self, error: KafkaError) -> None:
+        # librdkafka reports connection-level errors here, not through consume(); the others
+        # (brokers down, timeouts) it keeps retrying by itself.
+        if error.code() in REFUSED_CREDENTIALS and self._refused is None:
+            log.error("Kafka refused the credentials: %s", error.str())
+            self._refused = error
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]

@@ -1,0 +1,94 @@
+"""The forwarder on a SASL_SSL (SCRAM-SHA-512) listener with credentials from files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stream.generator import ClickstreamGenerator
+from tests.forwarder.harness import REPO_ROOT, forwarder_config, running_forwarder, wait_until
+from tests.sandbox_helpers import SandboxProcess
+from tests.test_kafka_security import SaslBroker, sasl_kafka  # noqa: F401 - the module fixture
+
+
+def sasl_config(
+    broker: SaslBroker, sandbox: SandboxProcess, topic: str, password_file: Path
+) -> dict[str, Any]:
+    return forwarder_config(
+        broker.bootstrap,
+        sandbox,
+        [topic],
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        dead_letter_topic=broker.plain.create_topic(),
+        kafka={
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": broker.username,
+            "sasl_password_file": str(password_file),
+            "ssl_ca_location": str(broker.ca_file),
+        },
+    )
+
+
+def test_forwarder_consumes_dead_letters_and_commits_over_sasl_ssl(
+    sasl_kafka: SaslBroker,  # noqa: F811
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+) -> None:
+    broker = sasl_kafka.plain
+    topic = broker.create_topic(partitions=2)
+    messages = list(ClickstreamGenerator(seed=21, poison_ratio=0.02).messages(2000))
+    broker.produce(topic, [(m.key, m.value) for m in messages])
+    config = sasl_config(sasl_kafka, sandbox, topic, sasl_kafka.password_file)
+    group, dlq = config["kafka"]["group_id"], config["kafka"]["dead_letter_topic"]
+    with running_forwarder(config, tmp_path) as forwarder:
+        wait_until(
+            lambda: broker.committed_offsets(group, topic) == broker.end_offsets(topic),
+            60,
+            "all offsets committed over SASL_SSL",
+        )
+        assert forwarder.terminate() == 0
+    delivered = {(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()}
+    assert delivered == {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    poison = sum(1 for m in messages if m.kind == "poison")
+    assert poison > 0
+    assert len(broker.read_all(dlq)) >= poison, "dead letters produced over SASL_SSL too"
+    password = sasl_kafka.password_file.read_text().strip()
+    assert password not in forwarder.log()
+
+
+def test_wrong_password_exits_non_zero_with_a_clear_error_and_commits_nothing(
+    sasl_kafka: SaslBroker,  # noqa: F811
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+) -> None:
+    broker = sasl_kafka.plain
+    topic = broker.create_topic()
+    broker.produce(topic, [m.value for m in ClickstreamGenerator(seed=2).messages(50)])
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    config = sasl_config(sasl_kafka, sandbox, topic, wrong)
+    config_file = tmp_path / "forwarder.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    # subprocess.run kills the process if it outlives the timeout.
+    result = subprocess.run(
+        [sys.executable, "-m", "stream", "run", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        cwd=REPO_ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CAPI_STREAM_")},
+    )
+    assert result.returncode == 1
+    log = result.stdout + result.stderr
+    assert "authentication failed" in log.lower(), log[-2000:]
+    assert "not-the-password" not in log
+    assert broker.committed_offsets(config["kafka"]["group_id"], topic) == {0: -1001}
+    assert sandbox.stats()["events"]["received"] == 0
