@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 
 import aiohttp
 
+from stream.logs import RateLimitedLogger
 from stream.pinterest.classify import ApiResponse
 
 
@@ -34,6 +36,7 @@ class PinterestClient:
         self._connections = connections
         self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
+        self._log = RateLimitedLogger(logging.getLogger(__name__))
 
     async def start(self) -> None:
         ssl_context: ssl.SSLContext | bool = True
@@ -65,5 +68,15 @@ class PinterestClient:
                 return ApiResponse(response.status, payload, dict(response.headers))
         except TimeoutError:
             return ApiResponse(None, error="timeout")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            # Retried like any connection error, but an untrusted certificate is a setup
+            # problem the operator must see: say why, and which setting fixes it.
+            self._log.error(
+                "tls",
+                "the API's TLS certificate is not trusted (%s); "
+                "if it is signed by a private CA, set pinterest.ca_file",
+                exc.certificate_error,
+            )
+            return ApiResponse(None, error="connection")
         except (aiohttp.ClientError, OSError):
             return ApiResponse(None, error="connection")
