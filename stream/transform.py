@@ -17,7 +17,7 @@ from stream.formats.segment import SegmentMapper
 from stream.hashing import Hasher
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped, TransformResult
 from stream.settings import OptOutRule, Settings, SourceSettings
-from stream.validate import Rule, check_rules, event_checker
+from stream.validate import EncodedCheck, check_rules, encoded_checker
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Transformer:
         self._clock = clock
         self._hasher = Hasher(hash_cache_size)
         self._pinterest = PinterestMapper(self._hasher)
-        self._check: Rule = event_checker()
+        self._check: EncodedCheck = encoded_checker()
         # Keyed by identity: settings models are not hashable, and the source object is the one
         # the caller holds. The value keeps the source alive so its id cannot be reused.
         self._sources: dict[int, _Source] = {}
@@ -158,8 +158,9 @@ class Transformer:
             event["opt_out"] = True
         if compiled.ldp is not None and compiled.ldp.matches(message):
             self._flag_ldp(event)
-        check = self._check
-        problem = check(event) if not isinstance(check, type) else None
+        # Encoded first: the schema is checked on exactly the bytes that will be sent.
+        body = orjson.dumps(event)
+        problem = self._check(body, event)
         if problem is not None:
             path, text = problem
             raise InvalidMessage("invalid_event", f"{path or 'event'}: {text}")
@@ -173,7 +174,7 @@ class Transformer:
             event["action_source"],
             event["event_time"],
             ad_account_id,
-            orjson.dumps(event),
+            body,
             signals_of(event["user_data"]),
         )
 

@@ -1,0 +1,84 @@
+"""The msgspec check of an encoded event agrees with the closure checker and the official schema."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.validate import encoded_checker, event_problem
+from tests.unit.test_validate import MUTATIONS, PATHS, VALUES, official_accepts, rich_event
+
+
+def encoded_problem(event: Any) -> Any:
+    return encoded_checker()(orjson.dumps(event), event)
+
+
+def test_a_complete_event_passes() -> None:
+    assert encoded_problem(rich_event()) is None
+
+
+@pytest.mark.parametrize(("name", "mutate"), MUTATIONS, ids=[name for name, _ in MUTATIONS])
+def test_wrong_events_fail_with_the_closures_problem(
+    name: str, mutate: Callable[[dict[str, Any]], None]
+) -> None:
+    event = rich_event()
+    mutate(event)
+    problem = encoded_problem(event)
+    assert problem is not None, name
+    assert problem == event_problem(event)
+
+
+def test_identifier_rule_is_checked() -> None:
+    event = rich_event()
+    event["user_data"] = {"ph": ["a" * 64], "client_user_agent": "Mozilla/5.0"}
+    assert encoded_problem(event) == ("user_data", event_problem(event)[1])  # type: ignore[index]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    path=st.sampled_from(PATHS),
+    key=st.sampled_from(
+        [
+            "event_time",
+            "value",
+            "em",
+            "quantity",
+            "item_price",
+            "id",
+            "battery_level",
+            "wifi",
+            "form_factor",
+            "languages",
+            "extra",
+            "client_user_agent",
+            "contents",
+            "locale",
+        ]
+    ),
+    value=VALUES,
+    drop=st.booleans(),
+)
+def test_agrees_with_the_official_schema_on_random_edits(
+    path: tuple[Any, ...], key: str, value: Any, drop: bool
+) -> None:
+    event = copy.deepcopy(rich_event())
+    target: Any = event
+    for part in path:
+        target = target[part]
+    if drop:
+        target.pop(key, None)
+    else:
+        target[key] = value
+    try:
+        body = orjson.dumps(event)
+    except TypeError:  # integers beyond 64 bits: never produced by decoding JSON
+        return
+    verdict = encoded_checker()(body, event)
+    assert (verdict is None) == official_accepts(event)
+    assert verdict == event_problem(event)
