@@ -1,0 +1,1 @@
+"""Hypothesis-generated bad input through transform and the running pipeline."""
