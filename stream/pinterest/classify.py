@@ -36,6 +36,10 @@ class EventOutcome:
     message: str = ""
 
 
+# Immutable, so every processed event of every response can share one (no per-event object).
+PROCESSED = EventOutcome(True)
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """`events`: read per event; `retry`: nothing settled, try again (after `retry_after` if
@@ -124,7 +128,7 @@ def _outcomes(payload: Any, sent: int) -> tuple[EventOutcome, ...] | None:
         if not isinstance(item, dict) or item.get("status") not in ("processed", "failed"):
             return None
         if item["status"] == "processed":
-            outcomes.append(EventOutcome(True))
+            outcomes.append(PROCESSED)
         else:
             text = item.get("error_message")
             outcomes.append(EventOutcome(False, _clip(text) if text else "failed"))
