@@ -58,16 +58,32 @@ def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
     assert delivered_keys(sandbox) == expected
 
 
-def test_outage_pauses_consumption_with_bounded_buffer_and_delivers_after_recovery(
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+OUTAGE_S = 90
+OUTAGE_EVENTS = 100_000
+OUTAGE_BUFFER_EVENTS = 20_000
+# A 512 MiB pod with room to spare: the buffer's share plus the interpreter and libraries.
+RSS_BOUND_BYTES = 384 * 1024 * 1024
+
+
+def test_outage_pauses_consumption_with_bounded_memory_and_delivers_after_recovery(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
     topic, dlq = new_topic(partitions=3), new_topic()
     group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=6, poison_ratio=0.0).messages(20_000))
+    messages = list(ClickstreamGenerator(seed=6, poison_ratio=0.0).messages(OUTAGE_EVENTS))
     expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
     produce(kafka, topic, messages)
-    cap = 2000
-    sandbox.set_faults(outage_seconds=12)
+    del messages
+    cap = OUTAGE_BUFFER_EVENTS
+    sandbox.set_faults(outage_seconds=OUTAGE_S)
+    outage_ends = time.monotonic() + OUTAGE_S
     config = forwarder_config(
         kafka.bootstrap,
         sandbox,
@@ -75,30 +91,48 @@ def test_outage_pauses_consumption_with_bounded_buffer_and_delivers_after_recove
         group_id=group,
         dead_letter_topic=dlq,
         buffer={"max_events": cap, "resume_ratio": 0.5},
-        sending={"backoff_max_s": 1.0},
+        sending={"backoff_max_s": 5.0},
     )
-    buffered: list[float] = []
-    paused: list[float] = []
+    samples: list[tuple[float, float, float, int]] = []
     with running_forwarder(config, tmp_path) as forwarder:
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
                 metrics = forwarder.metrics()
-                buffered.append(metrics.get("capi_stream_buffered_events", 0.0))
-                paused.append(metrics.get("capi_stream_paused_partitions", 0.0))
-                stop.wait(0.2)
+                samples.append(
+                    (
+                        time.monotonic(),
+                        metrics.get("capi_stream_buffered_events", 0.0),
+                        metrics.get("capi_stream_paused_partitions", 0.0),
+                        rss_bytes(forwarder.process.pid),
+                    )
+                )
+                stop.wait(1.0)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            wait_until(lambda: all_committed(kafka, group, topic), 90, "all offsets committed")
+            wait_until(lambda: time.monotonic() > outage_ends, OUTAGE_S + 5, "the outage")
+            assert not all_committed(kafka, group, topic)
+            wait_until(lambda: all_committed(kafka, group, topic), 120, "all offsets committed")
         finally:
             stop.set()
             sampler.join()
+    during = [s for s in samples if s[0] < outage_ends]
+    rss = [s[3] for s in samples]
+    print(
+        f"outage {OUTAGE_S}s, {OUTAGE_EVENTS} events: peak RSS {max(rss) / 2**20:.0f} MiB, "
+        f"peak buffered {max(s[1] for s in samples):.0f} of cap {cap}"
+    )
     # One poll (1,000 messages) may land after the cap is crossed, never more.
-    assert max(buffered) <= cap + 1000, max(buffered)
-    assert max(paused) == 3
+    assert max(s[1] for s in samples) <= cap + 1000
+    assert max(s[2] for s in during) == 3, "every partition paused during the outage"
+    assert max(rss) < RSS_BOUND_BYTES
+    # Memory does not grow with the outage's length: its second half is no higher than its
+    # first (beyond allocator noise).
+    half = len(during) // 2
+    assert max(s[3] for s in during[half:]) <= max(s[3] for s in during[:half]) + 16 * 2**20
     assert sandbox.stats()["requests"]["by_status"].get("503", 0) > 0
     assert kafka.read_all(dlq) == []
     assert delivered_keys(sandbox) == expected

@@ -1,0 +1,111 @@
+"""Transport faults and an unwritable dead-letter topic: retried, nothing lost, nothing skipped."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import (
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from stream.generator import ClickstreamGenerator
+from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
+from tests.forwarder.test_delivery import all_committed, headers_of, produce
+from tests.kafka_helpers import Broker
+from tests.sandbox_helpers import SandboxProcess
+
+
+def delivered_keys(sandbox: SandboxProcess) -> list[tuple[str, str]]:
+    return [(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()]
+
+
+def test_connection_resets_and_hangs_are_retried_and_every_partition_completes(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(partitions=3), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=31, poison_ratio=0.0).messages(10_000))
+    produce(kafka, topic, messages)
+    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    sandbox.set_faults(reset=0.15, hang=0.1)
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        [topic],
+        group_id=group,
+        dead_letter_topic=dlq,
+        batching={"max_events": 200, "linger_ms": 100},
+        sending={"request_timeout_s": 1.5, "backoff_initial_s": 0.1, "backoff_max_s": 1.0},
+    )
+    with running_forwarder(config, tmp_path) as forwarder:
+        wait_until(lambda: all_committed(kafka, group, topic), 120, "all offsets committed")
+        timeouts = forwarder.metric("capi_stream_retries_total", reason="timeout")
+        resets = forwarder.metric("capi_stream_retries_total", reason="connection_error")
+        assert forwarder.terminate() == 0
+    by_status = sandbox.stats()["requests"]["by_status"]
+    print(f"resets/hangs: {by_status}; retried {timeouts:.0f} timeouts, {resets:.0f} resets")
+    assert by_status["reset"] > 0
+    assert by_status["hang"] > 0
+    assert timeouts >= by_status["hang"]
+    assert resets > 0
+    assert kafka.read_all(dlq) == []
+    # A reset can hide an answer the sandbox did process, so duplicates are allowed; loss is not.
+    assert set(delivered_keys(sandbox)) == expected
+
+
+def create_unwritable_topic(kafka: Broker) -> str:
+    """A topic whose max.message.bytes refuses any real record, as a broken DLQ would."""
+    name = f"dlq-{uuid.uuid4().hex[:12]}"
+    admin = kafka.admin()
+    topic = NewTopic(
+        name, num_partitions=1, replication_factor=1, config={"max.message.bytes": "8"}
+    )
+    admin.create_topics([topic])[name].result(timeout=30)
+    kafka.wait_for_topic(name, 1)
+    return name
+
+
+def make_writable(kafka: Broker, topic: str) -> None:
+    admin = kafka.admin()
+    entry = ConfigEntry("max.message.bytes", "1048588", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
+def test_an_unwritable_dead_letter_topic_holds_commits_and_readiness_until_it_heals(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic = new_topic()
+    dlq = create_unwritable_topic(kafka)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=32, poison_ratio=0.02).messages(3000))
+    produce(kafka, topic, messages)
+    valid = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    poison_offsets = {offset for offset, m in enumerate(messages) if m.kind == "poison"}
+    first_poison = min(poison_offsets)
+    config = forwarder_config(
+        kafka.bootstrap, sandbox, [topic], group_id=group, dead_letter_topic=dlq
+    )
+    with running_forwarder(config, tmp_path) as forwarder:
+        wait_until(
+            lambda: "dead-letter" in forwarder.get("/readyz")[1], 60, "readyz naming the DLQ"
+        )
+        assert forwarder.get("/readyz")[0] == 503
+        # Everything deliverable is delivered meanwhile, but no commit passes the first poison.
+        wait_until(lambda: set(delivered_keys(sandbox)) == valid, 60, "valid events delivered")
+        committed = kafka.committed_offsets(group, topic)[0]
+        assert committed <= first_poison, (committed, first_poison)
+        assert forwarder.process.poll() is None, "still running, still retrying"
+        make_writable(kafka, dlq)
+        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
+        wait_until(lambda: forwarder.get("/readyz")[0] == 200, 10, "ready again")
+        assert forwarder.terminate() == 0
+    letters = kafka.read_all(dlq)
+    assert {int(headers_of(letter)["capi.source.offset"]) for letter in letters} == poison_offsets
+    assert set(delivered_keys(sandbox)) == valid

@@ -1,0 +1,164 @@
+"""The forwarder against a slow or throttling API: adaptive concurrency and honoured rate limits."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from stream.generator import ClickstreamGenerator
+from tests.forwarder.harness import Forwarder, forwarder_config, running_forwarder, wait_until
+from tests.forwarder.test_delivery import all_committed, produce
+from tests.kafka_helpers import Broker
+from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
+
+
+@contextmanager
+def sampling(
+    forwarder: Forwarder, read: Callable[[dict[str, float]], float], every_s: float = 0.2
+) -> Iterator[list[float]]:
+    """Samples `read(metrics)` in the background for the duration of the block."""
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            samples.append(read(forwarder.metrics()))
+            stop.wait(every_s)
+
+    sampler = threading.Thread(target=loop, daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        sampler.join()
+
+
+def limit_of(metrics: dict[str, float]) -> float:
+    return metrics.get(f'capi_stream_concurrency_limit{{ad_account="{DEFAULT_AD_ACCOUNT}"}}', 0.0)
+
+
+def delivered_keys(sandbox: SandboxProcess) -> list[tuple[str, str]]:
+    return [(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()]
+
+
+def test_a_slow_api_is_answered_by_raising_concurrency(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(partitions=3), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=21, poison_ratio=0.0).messages(20_000))
+    produce(kafka, topic, messages)
+    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    latency_s, initial, maximum = 0.2, 2, 32
+    sandbox.set_faults(latency_ms=latency_s * 1000)
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        [topic],
+        group_id=group,
+        dead_letter_topic=dlq,
+        batching={"max_events": 100, "linger_ms": 100},
+        sending={"initial_concurrency": initial, "max_concurrency": maximum},
+    )
+    with (
+        running_forwarder(config, tmp_path) as forwarder,
+        sampling(forwarder, limit_of) as limits,
+    ):
+        wait_until(lambda: all_committed(kafka, group, topic), 90, "all offsets committed")
+    assert set(delivered_keys(sandbox)) == expected
+    requests = sandbox.stats()["requests"]["by_status"]["200"]
+    arrivals = [r["received_at"] for r in sandbox.events()]
+    took = max(arrivals) - min(arrivals) + latency_s
+    at_initial = requests * latency_s / initial
+    print(
+        f"latency {latency_s * 1000:.0f} ms: {requests} requests in {took:.1f}s, concurrency "
+        f"limit {initial} → max {max(limits):.0f}; at {initial} it would take {at_initial:.1f}s"
+    )
+    assert max(limits) > initial
+    assert max(limits) <= maximum
+    # The run is only this fast if many requests were in flight at once.
+    assert took < at_initial / 2, (took, at_initial)
+
+
+def test_a_429_storm_loses_nothing_and_holds_the_account_for_the_reset(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(partitions=2), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=22, poison_ratio=0.0).messages(3000))
+    produce(kafka, topic, messages)
+    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    # Half of all requests get a 429 with x-ratelimit-reset: 1 (seconds).
+    sandbox.set_faults(throttle_429=0.5)
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        [topic],
+        group_id=group,
+        dead_letter_topic=dlq,
+        batching={"max_events": 100, "linger_ms": 100},
+        sending={"max_concurrency": 8, "backoff_initial_s": 0.05},
+    )
+    with (
+        running_forwarder(config, tmp_path) as forwarder,
+        sampling(forwarder, limit_of) as limits,
+    ):
+        wait_until(lambda: all_committed(kafka, group, topic), 120, "all offsets committed")
+        retried = forwarder.metric("capi_stream_retries_total", reason="rate_limited")
+    by_status = sandbox.stats()["requests"]["by_status"]
+    throttled, accepted = by_status.get("429", 0), by_status["200"]
+    arrivals = sorted({r["received_at"] for r in sandbox.events()})
+    print(
+        f"429 storm: {throttled} throttled, {accepted} accepted, {retried:.0f} retries, "
+        f"{arrivals[-1] - arrivals[0]:.1f}s"
+    )
+    assert kafka.read_all(dlq) == []
+    assert sorted(delivered_keys(sandbox)) == sorted(expected), "all delivered, each once"
+    assert throttled > 0
+    assert retried == throttled
+    # Each 429 holds the whole account for its one-second reset. At most `max_concurrency` (8)
+    # requests share one hold, so the run spans at least throttled / 8 - 1 disjoint seconds;
+    # resending on the 50 ms jittered backoff instead would finish in about one second.
+    spanned = arrivals[-1] - arrivals[0]
+    assert spanned >= throttled / 8 - 1, (spanned, throttled)
+    # 429s are congestion: the concurrency limit went down from its start at some point.
+    assert min(limits) < 4
+
+
+def test_a_strict_per_minute_limit_is_learnt_from_the_headers(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=23, poison_ratio=0.0).messages(1500))
+    produce(kafka, topic, messages)
+    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    per_minute = 8
+    # The forwarder believes in the default 5,000/min: only the answers tell it otherwise.
+    sandbox.set_faults(rate_limit=per_minute)
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        [topic],
+        group_id=group,
+        dead_letter_topic=dlq,
+        batching={"max_events": 100, "linger_ms": 100},
+        sending={"initial_concurrency": 4, "max_concurrency": 4, "backoff_initial_s": 0.05},
+    )
+    with running_forwarder(config, tmp_path):
+        wait_until(lambda: all_committed(kafka, group, topic), 150, "all offsets committed")
+    by_status = sandbox.stats()["requests"]["by_status"]
+    accepted, throttled = by_status["200"], by_status.get("429", 0)
+    arrivals = sorted({r["received_at"] for r in sandbox.events()})
+    print(f"{per_minute}/min limit: {accepted} accepted, {throttled} throttled")
+    assert accepted > per_minute, "the run needed a second window"
+    assert arrivals[-1] - arrivals[0] >= 55, "the second window waited for the reset"
+    assert kafka.read_all(dlq) == []
+    assert sorted(delivered_keys(sandbox)) == sorted(expected)
+    # x-ratelimit-remaining: 0 on the last allowed request stops the account until the reset;
+    # only requests already in flight at that moment can still meet a 429 (one per slot).
+    assert throttled <= 4, throttled
