@@ -34,7 +34,7 @@ run: install
 bench: install
 	$(PY) benchmarks/run.py
 
-DURATION ?= 420
+DURATION ?= 460
 SEED ?= 1
 soak: install
 	$(PY) scripts/soak.py --duration $(DURATION) --seed $(SEED)

@@ -1,6 +1,6 @@
 """`make soak`: a seeded chaos soak of the real forwarder with an oracle; exits 1 if a check fails.
 
-    .venv/bin/python scripts/soak.py [--duration 420] [--seed 1] [--events 300000] [--out DIR]
+    .venv/bin/python scripts/soak.py [--duration 460] [--seed 1] [--events 300000] [--out DIR]
 
 Starts its own Kafka broker (restarted once mid-run), a sandbox and 1 to 3 `capi-stream run`
 processes; produces the seeded workload (two sources, six partitions each, ~1 % poison of every
@@ -24,11 +24,11 @@ from tests.soak.runner import SoakOptions, run_soak  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=420.0, help="chaos window (seconds)")
+    parser.add_argument("--duration", type=float, default=460.0, help="chaos window (seconds)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--rss-limit-mb", type=float, default=400.0)
-    parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument("--drain-timeout", type=float, default=90.0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / ".local" / "soak")
     args = parser.parse_args()
     result = run_soak(

@@ -57,8 +57,8 @@ def test_hostile_messages_through_the_running_forwarder(
         kafka.bootstrap, sandbox, group_id=group, dead_letter_topic=dlq, sources=sources
     )
     # What each message should become, decided by the same transform in this process.
-    predicted = Transformer(Settings(pinterest={"ad_account_id": "1"}, sources=sources), time.time)
-    config_sources = Settings(pinterest={"ad_account_id": "1"}, sources=sources).sources
+    predicted_settings = Settings(pinterest={"ad_account_id": "1"}, sources=sources)
+    predicted = Transformer(predicted_settings, time.time)
     with running_forwarder(config, tmp_path / uuid.uuid4().hex[:6]) as forwarder:
         for topic in topics.values():
             wait_until(
@@ -74,7 +74,7 @@ def test_hostile_messages_through_the_running_forwarder(
     }
     assert set(letters.values()) <= set(DEAD_LETTER_REASONS)
     delivered = {record["event"]["event_id"] for record in sandbox.events()}
-    for source, messages in zip(config_sources, (web, crm), strict=True):
+    for source, messages in zip(predicted_settings.sources, (web, crm), strict=True):
         for offset, value in enumerate(messages):
             result = predicted.transform(source, value, int(time.time() * 1000))
             letter = letters.get((source.topic, offset))
