@@ -1,0 +1,1 @@
+"""Benchmarks of capi-stream (`make bench`); figures, not pass/fail tests."""

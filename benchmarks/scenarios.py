@@ -1,0 +1,212 @@
+"""The forwarder scenarios of `make bench`: end-to-end, latency-bound, steady state, scale-out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+import orjson
+import psutil
+from confluent_kafka import Producer
+
+from benchmarks.lab import (
+    LINGER_MS,
+    POISON_RATIO,
+    Progress,
+    Topic,
+    create_topic,
+    drain,
+    fleet,
+    histogram_quantile,
+    load,
+    make_dlq,
+    metric_sum,
+    peak_rss_mib,
+    tempdir,
+)
+from stream.generator import ClickstreamGenerator
+from tests.kafka_helpers import Broker
+
+LATENCY = "capi_stream_delivery_latency_seconds"
+DRAIN_TIMEOUT_S = 1800.0
+STEADY_WARMUP_S = 5.0
+
+
+def _figures(
+    events: int, elapsed: float, cpu: float, totals: dict[str, float], rss: list[float]
+) -> dict[str, Any]:
+    return {
+        "events": events,
+        "seconds": round(elapsed, 2),
+        "events_per_s": events / elapsed,
+        "cpu_s": round(cpu, 2),
+        "cpu_s_per_1000": 1000 * cpu / events,
+        "events_per_cpu_s": events / cpu if cpu else None,
+        "peak_rss_mib": max(rss),
+        "delivered": metric_sum(totals, "capi_stream_events_total", 'outcome="delivered"'),
+        "dead_lettered": metric_sum(totals, "capi_stream_dead_letters_total"),
+        "requests": metric_sum(totals, "capi_stream_requests_total"),
+        "latency_p50_s": histogram_quantile(totals, LATENCY, 0.5),
+        "latency_p99_s": histogram_quantile(totals, LATENCY, 0.99),
+    }
+
+
+def forward(
+    kafka: Broker,
+    topic: Topic,
+    processes: int = 1,
+    sandbox_args: tuple[str, ...] = (),
+    **sections: dict[str, Any],
+) -> dict[str, Any]:
+    """One run: `processes` forwarders in a fresh group drain `topic` through a fresh sandbox."""
+    with ExitStack() as stack:
+        directory = tempdir(stack)
+        group = stack.enter_context(fleet(kafka, topic, directory, *sandbox_args))
+        progress = Progress(kafka, group.group_id, topic)
+        stack.callback(progress.close)
+        group.start(group.config(make_dlq(kafka), **sections), processes)
+        limits: list[float] = []
+        inflight: list[float] = []
+
+        def sample() -> None:
+            for samples in group.samples():
+                limits.append(metric_sum(samples, "capi_stream_concurrency_limit"))
+                inflight.append(metric_sum(samples, "capi_stream_inflight_requests"))
+
+        load_before = load()
+        elapsed, cpu, totals = drain(group, progress, DRAIN_TIMEOUT_S, sample)
+        rss = [peak_rss_mib(f.process.pid) for f in group.forwarders]
+        figures = _figures(topic.events, elapsed, cpu, totals, rss)
+        figures.update(
+            load_before=load_before,
+            load_after=load(),
+            max_concurrency_limit=max(limits, default=None),
+            max_inflight=max(inflight, default=None),
+            sandbox_events=group.sandbox.stats()["events"],
+        )
+        return figures
+
+
+def steady(kafka: Broker, rate: float, seconds: float, partitions: int) -> dict[str, Any]:
+    """A realistic stream produced at `rate` events/s for `seconds` into a live forwarder.
+
+    The topic uses LogAppendTime, so each message's Kafka timestamp is the broker's append time;
+    the sandbox records when each event's request arrived. Latency = arrival - append, per event
+    (the sandbox answers a few milliseconds later: its validation of the batch). The first
+    seconds of warm-up are left out.
+    """
+    with ExitStack() as stack:
+        directory = tempdir(stack)
+        record = directory / "sandbox-record.jsonl"
+        name = create_topic(kafka, partitions, **{"message.timestamp.type": "LogAppendTime"})
+        topic = Topic(name, "realistic", 0, {})
+        group = stack.enter_context(fleet(kafka, topic, directory, "--record", str(record)))
+        group.start(group.config(make_dlq(kafka)))
+        forwarder = group.forwarders[0]
+        deadline = time.monotonic() + 60
+        while forwarder.get("/readyz")[0] != 200:
+            group.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("forwarder never got its partitions")
+            time.sleep(0.1)
+        appended: dict[str, float] = {}
+        load_before = load()
+        process = psutil.Process(forwarder.process.pid)
+        cpu_before = process.cpu_times()
+        produced = _produce_at(kafka, name, rate, seconds, appended)
+        wait_until = time.monotonic() + 30
+        while len(appended) < produced and time.monotonic() < wait_until:
+            time.sleep(0.1)
+        expected = produced * (1 - POISON_RATIO["realistic"]) * 0.95
+        events = group.sandbox.stats()["events"]
+        while events["processed"] < expected and time.monotonic() < wait_until:
+            time.sleep(0.2)
+            events = group.sandbox.stats()["events"]
+        time.sleep(2 * LINGER_MS / 1000 + 1)  # the last partial batches
+        cpu_after = process.cpu_times()
+        totals = forwarder.metrics()
+        rss = peak_rss_mib(forwarder.process.pid)
+        group.stop()
+        group.sandbox.stop()
+        first_append = min(appended.values())
+        latencies = []
+        with record.open("rb") as lines:
+            for line in lines:
+                item = orjson.loads(line)
+                at = appended.get(item["event"]["event_id"])
+                if at is not None and at >= first_append + STEADY_WARMUP_S:
+                    latencies.append(item["received_at"] - at)
+        latencies.sort()
+
+        def quantile(q: float) -> float | None:
+            return (
+                latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
+            )
+
+        cpu = sum(cpu_after[:2]) - sum(cpu_before[:2])
+        return {
+            "rate": rate,
+            "seconds": seconds,
+            "produced": produced,
+            "measured_events": len(latencies),
+            "latency_p50_s": quantile(0.5),
+            "latency_p99_s": quantile(0.99),
+            "latency_max_s": latencies[-1] if latencies else None,
+            "histogram_p50_s": histogram_quantile(totals, LATENCY, 0.5),
+            "histogram_p99_s": histogram_quantile(totals, LATENCY, 0.99),
+            "cpu_share": cpu / seconds,
+            "peak_rss_mib": rss,
+            "load_before": load_before,
+            "load_after": load(),
+            "linger_ms": LINGER_MS,
+        }
+
+
+def _produce_at(
+    kafka: Broker, topic: str, rate: float, seconds: float, appended: dict[str, float]
+) -> int:
+    """Produces generated realistic messages at a fixed rate; records each append time."""
+    producer = Producer(
+        {"bootstrap.servers": kafka.bootstrap, "linger.ms": 2, "enable.idempotence": True}
+    )
+    generator = ClickstreamGenerator(7, poison_ratio=POISON_RATIO["realistic"]).messages(
+        int(rate * seconds) + 1
+    )
+
+    def on_delivery(event_id: str | None) -> Callable[[Any, Any], None]:
+        def done(err: Any, message: Any) -> None:
+            if err is None and event_id is not None:
+                appended[event_id] = message.timestamp()[1] / 1000
+
+        return done
+
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            producer.poll(0.05)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    started = time.monotonic()
+    sent = 0
+    try:
+        for message in generator:
+            target = (time.monotonic() - started) * rate
+            while sent >= target:
+                time.sleep(0.002)
+                target = (time.monotonic() - started) * rate
+            if time.monotonic() - started >= seconds:
+                break
+            producer.produce(
+                topic, message.value, message.key, on_delivery=on_delivery(message.event_id)
+            )
+            sent += 1
+    finally:
+        producer.flush(30)
+        stop.set()
+        server.join()
+    return sent
