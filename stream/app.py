@@ -40,6 +40,11 @@ REBALANCE_MARGIN_S = 5.0
 TEST_MODE_MAX_EVENTS = 20
 # Fixed per-message cost of the Python objects (record, ticket, event) beyond the bytes.
 RECORD_OVERHEAD_BYTES = 600
+# An ad account in setup error may hold this share of the buffer's low-water mark; beyond it
+# the partitions its events come from are paused, so the other accounts keep the rest.
+STALLED_SHARE = 0.5
+# How often the partitions feeding a stalled account are looked up again (new ones may appear).
+STALLED_RESCAN_S = 1.0
 # Survivors of start-up are frozen out of the collector; these thresholds keep the young
 # generation from being scanned every few hundred allocations on the hot path.
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -125,6 +130,8 @@ class App:
         self._draining = False
         self._closing = False
         self._paused = False
+        self._isolated: dict[str, frozenset[TopicPartitionKey]] = {}
+        self._next_rescan = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -227,6 +234,7 @@ class App:
                 await asyncio.gather(prefetch, return_exceptions=True)
 
     def _apply_backpressure(self) -> None:
+        self._isolate_stalled_accounts()
         buffer = self.buffer
         if not self._paused and buffer.over():
             self._paused = True
@@ -237,6 +245,54 @@ class App:
             self.source.resume()
             log.info("buffer drained (%d events): resuming", buffer.events)
         self.metrics.partitions_paused(self.source.paused_partitions)
+
+    def _isolate_stalled_accounts(self) -> None:
+        """Pauses just the partitions feeding an ad account in setup error once it holds its
+        share of the buffer, so working accounts keep flowing; resumes them once it heals.
+
+        A partition that also carries events of working accounts is paused too: its offsets
+        cannot be committed past the stalled events anyway, and its memory must stay bounded.
+        """
+        dispatcher = self.dispatcher
+        stalled = dispatcher.setup_errors()
+        if not stalled and not self._isolated:
+            return
+        share = int(self.buffer.resume_events * STALLED_SHARE)
+        over = {account for account in stalled if dispatcher.held_events(account) >= share}
+        now = time.monotonic()
+        if over == self._isolated.keys() and now < self._next_rescan:
+            return
+        self._next_rescan = now + STALLED_RESCAN_S
+        isolated: dict[str, frozenset[TopicPartitionKey]] = {}
+        aside_events = aside_bytes = 0
+        for account in over:
+            partitions: set[TopicPartitionKey] = set()
+            events = size = 0
+            for batch in dispatcher.batches(account):
+                for tokens in batch.tokens:
+                    for ticket in tokens:
+                        partitions.add((ticket.record.topic, ticket.record.partition))
+                        events += 1
+                        size += ticket.size
+            isolated[account] = frozenset(partitions)
+            if events > share:
+                # Only what it holds beyond its share stops counting against the others.
+                aside_events += events - share
+                aside_bytes += size * (events - share) // events
+            if account not in self._isolated:
+                log.warning(
+                    "ad account %s is paused by a setup error and holds %d events: pausing "
+                    "the %d partitions they come from (%s); other accounts keep flowing",
+                    account,
+                    events,
+                    len(partitions),
+                    ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)),
+                )
+        for account in self._isolated.keys() - isolated.keys():
+            log.info("ad account %s works again: resuming its partitions", account)
+        self._isolated = isolated
+        self.buffer.set_aside(aside_events, aside_bytes)
+        self.source.hold(frozenset().union(*isolated.values()))
 
     def _ingest(self, records: list[SourceRecord]) -> None:
         tracker = self.tracker

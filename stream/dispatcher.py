@@ -257,7 +257,8 @@ class Dispatcher(Generic[T]):
         self._clock = clock
         self._sleep = sleep
         self._accounts: dict[str, AccountState] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Batch[T]] = {}
+        self._held: dict[str, int] = {}
 
     def account(self, ad_account_id: str) -> AccountState:
         state = self._accounts.get(ad_account_id)
@@ -286,9 +287,19 @@ class Dispatcher(Generic[T]):
     def active_batches(self) -> int:
         return len(self._tasks)
 
+    def held_events(self, ad_account_id: str) -> int:
+        """Events of the account's submitted batches that are not finished yet."""
+        return self._held.get(ad_account_id, 0)
+
+    def batches(self, ad_account_id: str) -> list[Batch[T]]:
+        """The account's unfinished batches (for finding where their events came from)."""
+        return [b for b in self._tasks.values() if b.key.ad_account_id == ad_account_id]
+
     def submit(self, batch: Batch[T]) -> None:
         task = asyncio.create_task(self._deliver(batch, self._backoff.start()))
-        self._tasks.add(task)
+        self._tasks[task] = batch
+        account = batch.key.ad_account_id
+        self._held[account] = self._held.get(account, 0) + len(batch.events)
         task.add_done_callback(self._finished)
 
     async def cancel(self) -> None:
@@ -299,7 +310,8 @@ class Dispatcher(Generic[T]):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        batch = self._tasks.pop(task)
+        self._held[batch.key.ad_account_id] -= len(batch.events)
         if not task.cancelled() and task.exception() is not None:
             log.error("batch delivery failed unexpectedly", exc_info=task.exception())
 
@@ -429,9 +441,22 @@ class BufferAccount:
 
     `over()` says consumption must pause; `drained()` that it may resume (under the low-water
     mark, `resume_ratio` of both caps), so pausing does not flap around one threshold.
+
+    Events set aside (`set_aside`) are left out of both checks: they belong to an ad account
+    whose partitions are paused on their own, so they cannot grow, and counting them would keep
+    every other account paused until that one heals.
     """
 
-    __slots__ = ("bytes", "events", "max_bytes", "max_events", "resume_bytes", "resume_events")
+    __slots__ = (
+        "aside_bytes",
+        "aside_events",
+        "bytes",
+        "events",
+        "max_bytes",
+        "max_events",
+        "resume_bytes",
+        "resume_events",
+    )
 
     def __init__(self, max_events: int, max_bytes: int, resume_ratio: float) -> None:
         self.max_events = max_events
@@ -440,6 +465,12 @@ class BufferAccount:
         self.resume_bytes = int(max_bytes * resume_ratio)
         self.events = 0
         self.bytes = 0
+        self.aside_events = 0
+        self.aside_bytes = 0
+
+    def set_aside(self, events: int, size: int) -> None:
+        self.aside_events = events
+        self.aside_bytes = size
 
     def add(self, size: int) -> None:
         self.events += 1
@@ -450,7 +481,13 @@ class BufferAccount:
         self.bytes -= size
 
     def over(self) -> bool:
-        return self.events >= self.max_events or self.bytes >= self.max_bytes
+        return (
+            self.events - self.aside_events >= self.max_events
+            or self.bytes - self.aside_bytes >= self.max_bytes
+        )
 
     def drained(self) -> bool:
-        return self.events <= self.resume_events and self.bytes <= self.resume_bytes
+        return (
+            self.events - self.aside_events <= self.resume_events
+            and self.bytes - self.aside_bytes <= self.resume_bytes
+        )

@@ -80,6 +80,7 @@ class KafkaSource:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
         self._consumer: Consumer | None = None
         self._want_paused = False
+        self._held: frozenset[TopicPartitionKey] = frozenset()
         self._paused: set[TopicPartitionKey] = set()
         self._refused: KafkaError | None = None
         self.generation = 0
@@ -102,6 +103,10 @@ class KafkaSource:
 
     def resume(self) -> None:
         self._want_paused = False
+
+    def hold(self, partitions: frozenset[TopicPartitionKey]) -> None:
+        """Keeps just these partitions paused, whatever `pause`/`resume` say of the others."""
+        self._held = partitions
 
     async def commit(self, positions: Mapping[TopicPartitionKey, int], generation: int) -> bool:
         """Commits synchronously; False when a rebalance happened since `generation`."""
@@ -149,14 +154,15 @@ class KafkaSource:
         return records
 
     def _apply_pause(self, consumer: Consumer) -> None:
-        if self._want_paused:
-            new = self.assignment - self._paused
-            if new:
-                consumer.pause([TopicPartition(t, p) for t, p in new])
-                self._paused |= new
-        elif self._paused:
-            consumer.resume([TopicPartition(t, p) for t, p in self._paused & self.assignment])
-            self._paused.clear()
+        wanted = self.assignment if self._want_paused else self._held & self.assignment
+        new = wanted - self._paused
+        if new:
+            consumer.pause([TopicPartition(t, p) for t, p in new])
+            self._paused |= new
+        done = self._paused - wanted
+        if done:
+            consumer.resume([TopicPartition(t, p) for t, p in done])
+            self._paused -= done
 
     def _commit(self, positions: dict[TopicPartitionKey, int], generation: int) -> bool:
         consumer = self._consumer

@@ -37,6 +37,9 @@ def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
         [topic],
         group_id=group,
         dead_letter_topic=dlq,
+        # Small enough that the paused account's partitions are paused on their own, and must
+        # be resumed when it heals.
+        buffer={"max_events": 1000},
         sending={"setup_error_probe_s": 1.0},
     )
     with running_forwarder(config, tmp_path) as forwarder:
@@ -50,8 +53,10 @@ def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
         time.sleep(3)  # let probes happen: this measures a rate, it synchronises nothing
         assert sandbox.stats()["requests"]["by_status"]["401"] - unauthorized <= 6
         assert not all_committed(kafka, group, topic)
+        wait_until(lambda: "pausing the 2 partitions" in forwarder.log(), 30, "its partitions")
         sandbox.set_faults(token_revoked=False)
         wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
+        assert "resuming its partitions" in forwarder.log()
         wait_until(lambda: readyz(forwarder)[0] == 200, 10, "ready again")
         assert forwarder.metric("capi_stream_setup_error", ad_account=DEFAULT_AD_ACCOUNT) == 0
     assert kafka.read_all(dlq) == []
@@ -163,4 +168,80 @@ def test_a_whole_request_400_is_bisected_to_the_offending_events(
     assert {headers_of(letter)["capi.http.status"] for letter in letters} == {"400"}
     assert delivered_keys(sandbox) == {(m.event_id, m.event_name) for m in valid} - {
         (m.event_id, m.event_name) for m in valid if m.event_id in bad
+    }
+
+
+def test_a_setup_error_on_one_account_does_not_stall_the_others(
+    kafka: Broker, new_topic, sandbox_factory, tmp_path: Path
+) -> None:
+    healthy, refused = DEFAULT_AD_ACCOUNT, "111111111111"
+    # The sandbox knows only the healthy account: the other gets 403, a setup error.
+    sandbox = sandbox_factory("--ad-account", healthy)
+    topic_ok, topic_refused, dlq = new_topic(partitions=2), new_topic(partitions=2), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    ok = list(ClickstreamGenerator(seed=13, poison_ratio=0.0).messages(15_000))
+    stuck = list(ClickstreamGenerator(seed=14, poison_ratio=0.0).messages(15_000))
+    produce(kafka, topic_refused, stuck)
+    produce(kafka, topic_ok, ok)
+    cap = 4000
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        group_id=group,
+        dead_letter_topic=dlq,
+        sources=[
+            {"topic": topic_ok, "ad_account_id": healthy},
+            {"topic": topic_refused, "ad_account_id": refused},
+        ],
+        buffer={"max_events": cap, "resume_ratio": 0.5},
+        sending={"setup_error_probe_s": 1.0},
+    )
+    with running_forwarder(config, tmp_path) as forwarder:
+        # The refused account's events would fill the whole buffer many times over.
+        wait_until(lambda: all_committed(kafka, group, topic_ok), 90, "healthy topic committed")
+        assert readyz(forwarder)[0] == 503
+        assert refused in readyz(forwarder)[1]
+        assert forwarder.metric("capi_stream_setup_error", ad_account=refused) == 1
+        assert forwarder.metric("capi_stream_paused_partitions") == 2
+        buffered = forwarder.metric("capi_stream_buffered_events")
+        print(f"setup error on one account: {buffered:.0f} events held, cap {cap}")
+        assert buffered <= cap + 1000
+        assert all(o < 0 for o in kafka.committed_offsets(group, topic_refused).values())
+    assert kafka.read_all(dlq) == []
+    assert delivered_keys(sandbox) == {(m.event_id, m.event_name) for m in ok if m.kind == "valid"}
+
+
+def test_a_rotated_token_file_heals_the_account_without_a_restart(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(), new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    messages = list(ClickstreamGenerator(seed=15, poison_ratio=0.0).messages(2000))
+    produce(kafka, topic, messages)
+    token_file = tmp_path / "secret" / "token"
+    token_file.parent.mkdir()
+    token_file.write_text("expired-token\n")
+    config = forwarder_config(
+        kafka.bootstrap,
+        sandbox,
+        [topic],
+        group_id=group,
+        dead_letter_topic=dlq,
+        sending={"setup_error_probe_s": 1.0},
+    )
+    del config["pinterest"]["access_token"]
+    config["pinterest"]["access_token_file"] = str(token_file)
+    with running_forwarder(config, tmp_path) as forwarder:
+        wait_until(lambda: "setup error" in readyz(forwarder)[1], 30, "the expired token refused")
+        # As Kubernetes updates a Secret volume: a new file swapped in atomically.
+        fresh = token_file.with_name("token.new")
+        fresh.write_text(sandbox.token + "\n")
+        fresh.replace(token_file)
+        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
+        wait_until(lambda: readyz(forwarder)[0] == 200, 10, "ready again")
+        assert "expired-token" not in forwarder.log()
+        assert sandbox.token not in forwarder.log()
+    assert kafka.read_all(dlq) == []
+    assert delivered_keys(sandbox) == {
+        (m.event_id, m.event_name) for m in messages if m.kind == "valid"
     }
