@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from stream.batcher import Batcher, BatchKey
 from stream.dispatcher import BufferAccount, Dispatcher, Failure
 from stream.dlq import DeadLetterProducer
-from stream.errors import DeadLetterReason
+from stream.errors import ConfigurationError, DeadLetterReason
 from stream.http_server import HealthServer
 from stream.metrics import UNKNOWN, Metrics
 from stream.models import DeadLetter, PinterestEvent, SourceRecord
@@ -107,6 +107,7 @@ class App:
             max_concurrency=sending.max_concurrency,
             setup_error_probe_s=sending.setup_error_probe_s,
             requests_per_minute=settings.pinterest.requests_per_minute,
+            refresh_credentials=self._reload_token,
         )
         self.source = KafkaSource(
             settings.kafka.client_config(),
@@ -457,6 +458,23 @@ class App:
     def _forget(self, keys: set[TopicPartitionKey]) -> None:
         self.metrics.partitions_revoked(keys)
         self.metrics.partitions_assigned(len(self.tracker.assigned()))
+
+    # --- credentials ---------------------------------------------------------------------------
+
+    def _reload_token(self) -> bool:
+        """Re-reads pinterest.access_token_file after a 401; True when it holds a new token."""
+        if self.settings.pinterest.access_token_file is None:
+            return False
+        try:
+            token = self.settings.pinterest.token_value()
+        except ConfigurationError as exc:
+            # Mid-rotation the file can be briefly missing or empty: keep the current token.
+            log.warning("cannot re-read the access token: %s", exc)
+            return False
+        if token is None or not self.client.set_token(token):
+            return False
+        log.info("using the new access token from pinterest.access_token_file")
+        return True
 
     # --- readiness -----------------------------------------------------------------------------
 

@@ -243,6 +243,7 @@ class Dispatcher(Generic[T]):
         max_concurrency: int,
         setup_error_probe_s: float,
         requests_per_minute: int = 5000,
+        refresh_credentials: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -254,6 +255,7 @@ class Dispatcher(Generic[T]):
         self._maximum = max_concurrency
         self._probe_s = setup_error_probe_s
         self._requests_per_minute = requests_per_minute
+        self._refresh_credentials = refresh_credentials
         self._clock = clock
         self._sleep = sleep
         self._accounts: dict[str, AccountState] = {}
@@ -341,6 +343,9 @@ class Dispatcher(Generic[T]):
                 elif verdict.exhausted_for is not None:
                     account.budget.hold(verdict.exhausted_for)
                 limiter.release(elapsed, congested=verdict.kind == "retry")
+                if verdict.kind == "setup_error" and self._credentials_changed(verdict):
+                    # A rotated token (e.g. a Kubernetes Secret update): try it right away.
+                    continue
                 if verdict.kind == "setup_error":
                     if account.enter_setup_error(verdict):
                         log.error(
@@ -369,6 +374,10 @@ class Dispatcher(Generic[T]):
         finally:
             if probing:
                 account.release_probe()
+
+    def _credentials_changed(self, verdict: Verdict) -> bool:
+        refresh = self._refresh_credentials
+        return verdict.status == 401 and refresh is not None and refresh()
 
     async def _request(self, batch: Batch[T], limiter: ConcurrencyLimiter) -> tuple[Verdict, float]:
         """Sends once, holding a slot already acquired from `limiter`."""

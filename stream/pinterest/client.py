@@ -28,10 +28,9 @@ class PinterestClient:
         ca_file: Path | None = None,
     ) -> None:
         self._base = api_base_url.rstrip("/")
-        self._headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-        }
+        self._token = token
+        # Per request rather than on the session, so a rotated token applies from the next one.
+        self._auth = {"Authorization": f"Bearer {token}"}
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._connections = connections
         self._ca_file = ca_file
@@ -46,13 +45,23 @@ class PinterestClient:
             limit=self._connections, limit_per_host=self._connections, ssl=ssl_context
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, headers=self._headers
+            connector=connector,
+            timeout=self._timeout,
+            headers={"Content-Type": "application/json"},
         )
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def set_token(self, token: str) -> bool:
+        """Uses `token` from the next request on; True when it differs from the current one."""
+        if token == self._token:
+            return False
+        self._token = token
+        self._auth = {"Authorization": f"Bearer {token}"}
+        return True
 
     def url(self, ad_account_id: str, test: bool) -> str:
         url = f"{self._base}/v5/ad_accounts/{ad_account_id}/events"
@@ -63,7 +72,9 @@ class PinterestClient:
         if session is None:
             raise RuntimeError("PinterestClient.start() was not awaited")
         try:
-            async with session.post(self.url(ad_account_id, test), data=body) as response:
+            async with session.post(
+                self.url(ad_account_id, test), data=body, headers=self._auth
+            ) as response:
                 payload = await response.read()
                 return ApiResponse(response.status, payload, dict(response.headers))
         except TimeoutError:
