@@ -132,6 +132,10 @@ class App:
         self._closing = False
         self._paused = False
         self._isolated: dict[str, frozenset[TopicPartitionKey]] = {}
+        # Settled by this process, for the shutdown summary.
+        self._delivered = 0
+        self._skipped = 0
+        self._dead_lettered: dict[str, int] = {}
         self._next_rescan = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -200,7 +204,16 @@ class App:
         await self.dlq.close()
         await self.client.close()
         await self.http.stop()
-        log.info("stopped")
+        dead_lettered = sum(self._dead_lettered.values())
+        log.info(
+            "stopped: %d events delivered, %d dead-lettered%s, %d skipped",
+            self._delivered,
+            dead_lettered,
+            " (" + ", ".join(f"{r} {n}" for r, n in sorted(self._dead_lettered.items())) + ")"
+            if dead_lettered
+            else "",
+            self._skipped,
+        )
 
     # --- consuming -----------------------------------------------------------------------------
 
@@ -329,6 +342,7 @@ class App:
                 self._dead_letter(ticket, result.reason, result.message, None, 0)
             else:
                 self._settle(ticket)
+                self._skipped += 1
                 self.metrics.event_skipped()
         for topic, count in counts.items():
             self.metrics.events_consumed_from(topic, count)
@@ -338,6 +352,7 @@ class App:
     def delivered(self, event: PinterestEvent, tokens: tuple[Ticket, ...]) -> None:
         now = time.time()
         event_delivered = self.metrics.event_delivered
+        self._delivered += len(tokens)
         for ticket in tokens:
             event_delivered(
                 event.event_name,
@@ -373,6 +388,7 @@ class App:
     ) -> None:
         def acked() -> None:
             self.metrics.event_dead_lettered(reason, event_name, action_source)
+            self._dead_lettered[reason] = self._dead_lettered.get(reason, 0) + 1
             self._settle(ticket)
 
         self.dlq.send(ticket.record, reason, message, acked, status=status, attempts=attempts)

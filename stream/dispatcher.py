@@ -13,6 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from stream.batcher import Batch
 from stream.errors import DeadLetterReason
+from stream.logs import RateLimitedLogger
 from stream.metrics import Metrics, RetryReason
 from stream.models import PinterestEvent
 from stream.pinterest.classify import ApiResponse, Verdict, classify
@@ -259,6 +260,7 @@ class Dispatcher(Generic[T]):
         self._clock = clock
         self._sleep = sleep
         self._accounts: dict[str, AccountState] = {}
+        self._storms = RateLimitedLogger(log)
         self._tasks: dict[asyncio.Task[None], Batch[T]] = {}
         self._held: dict[str, int] = {}
 
@@ -405,6 +407,15 @@ class Dispatcher(Generic[T]):
         """Sleeps before the next attempt; False (after dead-lettering) once the budget is spent."""
         delay = retry.next_delay(verdict.retry_after)
         if delay is None:
+            self._storms.error(
+                f"exhausted:{batch.key.ad_account_id}:{verdict.reason}",
+                "retries exhausted for %d events of ad account %s after %d attempts (%s): "
+                "dead-lettering them",
+                len(batch.events),
+                batch.key.ad_account_id,
+                attempts,
+                verdict.reason,
+            )
             failure = Failure(
                 "retries_exhausted",
                 verdict.message or (verdict.reason or "retry").replace("_", " "),

@@ -9,12 +9,28 @@ from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from stream.logs import RateLimitedLogger
 from stream.models import SourceRecord
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.01
 RETRY_DELAY_S = 1.0
+# The headers a dead letter describes its failure with: an original message's copies of them
+# (from an earlier failure, before a replay) are replaced, never repeated. Other headers,
+# capi.replayed included, are carried over so a replayed message keeps its history.
+ERROR_HEADERS = frozenset(
+    {
+        "capi.error.reason",
+        "capi.error.message",
+        "capi.source.topic",
+        "capi.source.partition",
+        "capi.source.offset",
+        "capi.http.status",
+        "capi.attempts",
+        "capi.failed_at",
+    }
+)
 
 
 def dead_letter_headers(
@@ -25,8 +41,12 @@ def dead_letter_headers(
     attempts: int,
     failed_at: datetime,
 ) -> list[tuple[str, str | bytes | None]]:
-    """The DESIGN §4 headers; `message` must already be free of PII."""
+    """The original message's headers, then the DESIGN §4 ones; `message` must already be free
+    of PII."""
     headers: list[tuple[str, str | bytes | None]] = [
+        (name, value) for name, value in record.headers or () if name not in ERROR_HEADERS
+    ]
+    headers += [
         ("capi.error.reason", reason.encode()),
         ("capi.error.message", message.encode()),
         ("capi.source.topic", record.topic.encode()),
@@ -66,6 +86,7 @@ class DeadLetterProducer:
         self._poller: asyncio.Task[None] | None = None
         self.healthy = True
         self.unacked = 0
+        self._storms = RateLimitedLogger(log)
 
     async def start(self) -> None:
         self._producer = Producer(self._config)
@@ -110,7 +131,8 @@ class DeadLetterProducer:
                 on_acked()
                 return
             self.healthy = False
-            log.warning(
+            self._storms.warning(
+                f"unacked:{error.name()}",
                 "dead letter for %s[%d]@%d not acknowledged (%s); producing it again",
                 record.topic,
                 record.partition,

@@ -18,6 +18,8 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
+    headers: list[tuple[str, bytes | None]] | None = None
+    """The message's headers as confluent-kafka returns them; dead letters carry them over."""
 
 
 class Signal(IntFlag):

@@ -10,6 +10,7 @@ from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from stream.logs import RateLimitedLogger
 from stream.models import SourceRecord
 from stream.offsets import TopicPartitionKey
 
@@ -78,6 +79,8 @@ class KafkaSource:
         self._topics = topics
         self._listener = listener
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
+        # Only the consumer thread logs through it: a broker outage repeats the same errors.
+        self._storms = RateLimitedLogger(log)
         self._consumer: Consumer | None = None
         self._want_paused = False
         self._held: frozenset[TopicPartitionKey] = frozenset()
@@ -146,7 +149,7 @@ class KafkaSource:
             if error is not None:
                 if error.fatal():
                     raise KafkaException(error)
-                log.warning("consumer error: %s", error.str())
+                self._storms.warning(f"consumer:{error.code()}", "consumer error: %s", error.str())
                 continue
             records.append(_record(message))
         if self._refused is not None:
@@ -234,6 +237,8 @@ def _record(message: Message) -> SourceRecord:
         message.key(),
         message.value(),
         None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
+        # A consumed message's headers are always a list of (name, value) pairs, or None.
+        cast(list[tuple[str, bytes | None]] | None, message.headers()),
     )
 
 

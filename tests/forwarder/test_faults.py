@@ -86,8 +86,15 @@ def test_an_unwritable_dead_letter_topic_holds_commits_and_readiness_until_it_he
     group = f"g-{uuid.uuid4().hex[:8]}"
     messages = list(ClickstreamGenerator(seed=32, poison_ratio=0.02).messages(3000))
     produce(kafka, topic, messages)
+    # A replayed dead letter that fails again: its own headers carry over, its old error
+    # headers are replaced.
+    replayed_headers = [("trace", b"t-1"), ("capi.replayed", b"2"), ("capi.error.reason", b"x")]
+    producer = kafka.producer()
+    producer.produce(topic, value=b"{not json", headers=replayed_headers)
+    assert producer.flush(30) == 0
     valid = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
     poison_offsets = {offset for offset, m in enumerate(messages) if m.kind == "poison"}
+    poison_offsets.add(len(messages))
     first_poison = min(poison_offsets)
     config = forwarder_config(
         kafka.bootstrap, sandbox, [topic], group_id=group, dead_letter_topic=dlq
@@ -106,6 +113,21 @@ def test_an_unwritable_dead_letter_topic_holds_commits_and_readiness_until_it_he
         wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
         wait_until(lambda: forwarder.get("/readyz")[0] == 200, 10, "ready again")
         assert forwarder.terminate() == 0
+    log = forwarder.log()
+    # Every refused dead letter is produced again each second; the log says so only now and then.
+    assert log.count("not acknowledged") <= 2 * len(poison_offsets), log.count("not acknowledged")
+    skipped = sum(1 for m in messages if m.kind == "skipped")
+    assert (
+        f"stopped: {len(valid)} events delivered, {len(poison_offsets)} dead-lettered (" in log
+    ), log[-500:]
+    assert f", {skipped} skipped" in log
     letters = kafka.read_all(dlq)
     assert {int(headers_of(letter)["capi.source.offset"]) for letter in letters} == poison_offsets
+    replayed = next(
+        letter.headers()
+        for letter in letters
+        if headers_of(letter)["capi.source.offset"] == str(len(messages))
+    )
+    assert replayed[:2] == replayed_headers[:2]
+    assert [value for name, value in replayed if name == "capi.error.reason"] == [b"decode_error"]
     assert set(delivered_keys(sandbox)) == valid
