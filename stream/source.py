@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, cast
@@ -30,8 +31,11 @@ DEFAULT_CONSUMER_CONFIG = {
 # Offsets are committed only by us, only for settled messages: never overridable.
 FORCED_CONSUMER_CONFIG = {"enable.auto.commit": "false", "enable.auto.offset.store": "false"}
 # Refused credentials never heal by retrying inside this process (the password file is read once
-# at start): fail the run, so the operator sees it and a restart picks up fixed credentials.
+# at start): fail the run, so the operator sees it and a restart picks up fixed credentials. A
+# broker that has just started may refuse briefly before its SCRAM credentials are loaded, so
+# only a refusal that lasts this long without an assignment or a message counts.
 REFUSED_CREDENTIALS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+REFUSED_CREDENTIALS_GRACE_S = 10.0
 
 
 class RebalanceListener(Protocol):
@@ -86,6 +90,7 @@ class KafkaSource:
         self._held: frozenset[TopicPartitionKey] = frozenset()
         self._paused: set[TopicPartitionKey] = set()
         self._refused: KafkaError | None = None
+        self._refused_since: float | None = None
         self.generation = 0
         self.assignment: set[TopicPartitionKey] = set()
 
@@ -152,6 +157,8 @@ class KafkaSource:
                 self._storms.warning(f"consumer:{error.code()}", "consumer error: %s", error.str())
                 continue
             records.append(_record(message))
+        if records:
+            self._refused_since = None
         if self._refused is not None:
             raise KafkaException(self._refused)
         return records
@@ -194,11 +201,22 @@ class KafkaSource:
     def _on_error(self, error: KafkaError) -> None:
         # librdkafka reports connection-level errors here, not through consume(); the others
         # (brokers down, timeouts) it keeps retrying by itself.
-        if error.code() in REFUSED_CREDENTIALS and self._refused is None:
-            log.error("Kafka refused the credentials: %s", error.str())
+        if error.code() not in REFUSED_CREDENTIALS or self._refused is not None:
+            return
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+            log.warning("Kafka refused the credentials: %s", error.str())
+        elif now - self._refused_since >= REFUSED_CREDENTIALS_GRACE_S:
+            log.error(
+                "Kafka kept refusing the credentials for %.0fs: %s",
+                now - self._refused_since,
+                error.str(),
+            )
             self._refused = error
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refused_since = None
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.generation += 1
         self.assignment.update(keys)
