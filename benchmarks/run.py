@@ -74,7 +74,11 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--quick", action="store_true", help="1 run, 50,000 events, 20 s steady")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--report-only", type=Path, help="rewrite .md and .png of a results JSON")
     args = parser.parse_args()
+    if args.report_only is not None:
+        _write_report(json.loads(args.report_only.read_text()), args.report_only.with_suffix(""))
+        return
     # --quick changes the defaults only: explicit values still win.
     defaults = (1, 50_000, 20.0, 5_000) if args.quick else (3, 200_000, 60.0, 20_000)
     for name, default in zip(
@@ -131,10 +135,14 @@ def main() -> None:
     if args.quick:
         stem = stem.with_name(stem.name + "-quick")
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    report.chart(results, stem.with_suffix(".png"))
-    stem.with_suffix(".md").write_text(report.markdown(results, stem.with_suffix(".png").name))
+    _write_report(results, stem)
     print(f"wrote {stem}.json, .md and .png in {results['duration_s']:.0f}s")
     print(stem.with_suffix(".md").read_text())
+
+
+def _write_report(results: dict[str, Any], stem: Path) -> None:
+    report.chart(results, stem.with_suffix(".png"))
+    stem.with_suffix(".md").write_text(report.markdown(results, stem.with_suffix(".png").name))
 
 
 def _forwarder_scenarios(
