@@ -1,0 +1,106 @@
+"""The pure pieces behind the pressure behaviours: credential refresh, set-aside buffer, headers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+
+from stream.dispatcher import BufferAccount, Dispatcher
+from stream.dlq import dead_letter_headers
+from stream.metrics import Metrics
+from stream.models import SourceRecord
+from stream.pinterest.classify import ApiResponse
+from stream.retry import Backoff
+from tests.forwarder.test_dispatcher import (
+    KEY,
+    Outcomes,
+    Recorder,
+    ScriptedSender,
+    answer,
+    batch,
+    no_sleep,
+    settle,
+)
+
+
+def refreshing_dispatcher(
+    sender: ScriptedSender, recorder: Recorder, refresh: list[bool]
+) -> Dispatcher[str]:
+    """A dispatcher whose credential refresh answers from `refresh` (True: a new token)."""
+    return Dispatcher(
+        sender,
+        Outcomes(recorder),
+        Backoff(0.5, 60.0, 900.0, rng=random.Random(1)),
+        Metrics(CollectorRegistry()),
+        initial_concurrency=1,
+        max_concurrency=1,
+        setup_error_probe_s=30.0,
+        refresh_credentials=lambda: refresh.pop(0) if refresh else False,
+        sleep=no_sleep,
+    )
+
+
+async def test_a_401_with_a_rotated_token_is_retried_at_once_without_a_setup_error() -> None:
+    answers = [ApiResponse(401, b'{"code":2,"message":"Authentication failed."}')]
+    sender = ScriptedSender(lambda ids: answers.pop(0) if answers else answer("processed"))
+    recorder = Recorder()
+    refresh = [True]
+    d = refreshing_dispatcher(sender, recorder, refresh)
+    d.submit(batch("a"))
+    await settle(d)
+    assert sender.requests == [["a"], ["a"]]
+    assert recorder.delivered == ["a"]
+    assert refresh == [], "the token was re-read"
+    assert d.setup_errors() == {}
+
+
+async def test_a_401_with_the_same_token_is_a_setup_error() -> None:
+    sender = ScriptedSender(lambda ids: ApiResponse(401, b"{}"))
+    recorder = Recorder()
+    d = refreshing_dispatcher(sender, recorder, [False])
+    d.submit(batch("a"))
+    for _ in range(100):
+        if d.setup_errors():
+            break
+        await asyncio.sleep(0)
+    assert d.setup_errors() == {KEY.ad_account_id: 401}
+    assert recorder.failed == {}
+    assert d.held_events(KEY.ad_account_id) == 1
+    assert [b.events[0].event_id for b in d.batches(KEY.ad_account_id)] == ["a"]
+    await d.cancel()
+    assert d.held_events(KEY.ad_account_id) == 0
+
+
+def test_events_set_aside_count_against_neither_the_cap_nor_the_low_water_mark() -> None:
+    buffer = BufferAccount(max_events=10, max_bytes=10_000, resume_ratio=0.5)
+    for _ in range(10):
+        buffer.add(100)
+    assert buffer.over()
+    buffer.set_aside(6, 600)
+    assert not buffer.over()
+    assert buffer.drained()
+    buffer.set_aside(0, 0)
+    assert buffer.over()
+
+
+def test_dead_letters_keep_the_original_headers_but_replace_old_error_headers() -> None:
+    record = SourceRecord(
+        "clicks",
+        2,
+        41,
+        b"k",
+        b"v",
+        None,
+        [("trace", b"t-1"), ("capi.replayed", b"1"), ("capi.error.reason", b"too_old")],
+    )
+    headers = dead_letter_headers(
+        record, "decode_error", "not JSON", None, 0, datetime(2025, 1, 2, tzinfo=UTC)
+    )
+    assert headers[:2] == [("trace", b"t-1"), ("capi.replayed", b"1")]
+    names = [name for name, _ in headers]
+    assert names.count("capi.error.reason") == 1
+    assert dict(headers)["capi.error.reason"] == b"decode_error"
+    assert dict(headers)["capi.source.offset"] == b"41"
