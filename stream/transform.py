@@ -17,7 +17,13 @@ from stream.formats.segment import SegmentMapper
 from stream.hashing import Hasher
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped, TransformResult
 from stream.settings import OptOutRule, Settings, SourceSettings
-from stream.validate import EncodedCheck, check_rules, encoded_checker
+from stream.validate import (
+    ConstructedCheck,
+    EncodedCheck,
+    check_rules,
+    constructed_checker,
+    encoded_checker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +113,7 @@ class Transformer:
         self._hasher = Hasher(hash_cache_size)
         self._pinterest = PinterestMapper(self._hasher)
         self._check: EncodedCheck = encoded_checker()
+        self._check_constructed: ConstructedCheck = constructed_checker()
         # Keyed by identity: settings models are not hashable, and the source object is the one
         # the caller holds. The value keeps the source alive so its id cannot be reused.
         self._sources: dict[int, _Source] = {}
@@ -158,9 +165,13 @@ class Transformer:
             event["opt_out"] = True
         if compiled.ldp is not None and compiled.ldp.matches(message):
             self._flag_ldp(event)
-        # Encoded first: the schema is checked on exactly the bytes that will be sent.
         body = orjson.dumps(event)
-        problem = self._check(body, event)
+        if compiled.segment is not None:
+            # The Segment mapper (and the flags above) only build spec keys with spec types.
+            problem = self._check_constructed(event)
+        else:
+            # Passed-through shapes: the schema is checked on exactly the bytes to be sent.
+            problem = self._check(body, event)
         if problem is not None:
             path, text = problem
             raise InvalidMessage("invalid_event", f"{path or 'event'}: {text}")
