@@ -33,6 +33,7 @@ LIBS = CACHE / f"kafka-{KAFKA_VERSION}" / "libs"
 DEFAULT_DIR = REPO_ROOT / ".local" / "kafka"
 DEFAULT_ENV_FILE = REPO_ROOT / ".local" / "kafka.env"
 READY_TIMEOUT_S = 90.0
+OFFSETS_PARTITIONS = 5
 STOP_TIMEOUT_S = 30.0
 
 
@@ -179,7 +180,7 @@ num.network.threads=2
 num.io.threads=4
 default.replication.factor=1
 offsets.topic.replication.factor=1
-offsets.topic.num.partitions=5
+offsets.topic.num.partitions={OFFSETS_PARTITIONS}
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=5
@@ -231,7 +232,24 @@ def answers_metadata(bootstrap: str) -> bool:
         metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
     except Exception:  # noqa: BLE001 - any failure just means "not ready yet"
         return False
-    return bool(metadata.brokers)
+    return bool(metadata.brokers) and coordinates_groups(bootstrap)
+
+
+def coordinates_groups(bootstrap: str) -> bool:
+    """True once offset fetches succeed: a fresh broker first answers NOT_COORDINATOR while it
+    creates and loads __consumer_offsets, which would fail the first commit of any client."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    # Groups spread over the offsets topic's partitions, so every coordinator shard is loaded.
+    for shard in range(OFFSETS_PARTITIONS * 3):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"readiness-{shard}"})
+        try:
+            consumer.committed([TopicPartition("__readiness", 0)], timeout=5)
+        except KafkaException:
+            return False
+        finally:
+            consumer.close()
+    return True
 
 
 def up(data_dir: Path, port: int | None, env_file: Path, sasl: bool) -> None:

@@ -10,12 +10,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_KAFKA = REPO_ROOT / "scripts" / "local_kafka.py"
 ENV_FILE = REPO_ROOT / ".local" / "kafka.env"
+COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+    }
+)
 
 
 def read_bootstrap(env_file: Path) -> str | None:
@@ -163,8 +171,18 @@ class Broker:
         return ends
 
     def committed_offsets(self, group_id: str, topic: str) -> dict[int, int]:
+        """The group's committed offsets; empty while the coordinator is moving or loading."""
         consumer = self.consumer(group_id)
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        consumer.close()
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            committed = consumer.committed(
+                [TopicPartition(topic, p) for p in partitions], timeout=10
+            )
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in COORDINATOR_NOT_READY):
+                raise
+            return {}
+        finally:
+            consumer.close()
         return {tp.partition: tp.offset for tp in committed}
