@@ -76,6 +76,7 @@ DEVICE_FIELDS: Final = (
 NAME_CACHE_SIZE: Final = 4096
 # Distinct whole seconds of ISO timestamps remembered; cleared when full (a few minutes' worth).
 SECOND_CACHE_SIZE: Final = 4096
+_MILLISECONDS: Final = frozenset(f".{n:03d}" for n in range(1000))
 _ISO_SECOND: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
 _SKIPPED: Final[Mapping[str, Skipped]] = {
     kind: Skipped(f"segment {kind} message") for kind in sorted(SKIPPED_TYPES)
@@ -294,15 +295,9 @@ class SegmentMapper:
         # Most timestamps are `YYYY-MM-DDTHH:MM:SS[.mmm]Z`; their whole second is remembered, so
         # a hit skips datetime parsing. Only positive results are kept: below the epoch, `int`
         # truncates toward zero and the milliseconds would matter.
-        if value.__class__ is not str:
-            return parse_time(value, path)
-        size = len(value)
-        if (
-            not (
-                (size == 24 and value[23] == "Z" and value[19] == "." and value[20:23].isdecimal())
-                or (size == 20 and value[19] == "Z")
-            )
-            or not value[20:23].isascii()
+        if value.__class__ is not str or not (
+            (len(value) == 24 and value[23] == "Z" and value[19:23] in _MILLISECONDS)
+            or (len(value) == 20 and value[19] == "Z")
         ):
             return parse_time(value, path)
         second = value[:19]
@@ -447,7 +442,7 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("value", "revenue", "total", "price"):
         amount = properties.get(key)
         if amount is not None:
-            value = decimal(amount, "properties", key)
+            value = _money(amount, "properties", key)
             if value is not None:
                 custom["value"] = value
                 break
@@ -464,78 +459,73 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
         if query is not None:
             custom["search_string"] = query
     products = properties.get("products")
-    contents: list[dict[str, Any]] = []
     if products is not None:
         if products.__class__ is not list:
             raise InvalidMessage("mapping_error", "properties.products: expected an array")
-        for index, product in enumerate(products):
-            if product.__class__ is not dict:
-                path = f"properties.products[{index}]"
-                raise InvalidMessage("mapping_error", f"{path}: expected an object")
-            item = _content(product, index)
-            if item:
-                contents.append(item)
+        if products:
+            _contents(custom, products, "properties.products")
     elif properties.get("product_id") is not None or properties.get("sku") is not None:
-        item = _content(properties, -1)
+        _contents(custom, [properties], "")
+    return custom
+
+
+def _money(amount: Any, path: str, key: str) -> str | None:
+    if amount.__class__ is float:
+        shown = repr(amount)
+        # A finite float shown without an exponent is its own decimal text, as `decimal`
+        # would return it (inf and nan have no ".").
+        if "." in shown and "e" not in shown:
+            return shown
+    return decimal(amount, path, key)
+
+
+def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
+    """`contents`, `content_ids` and `num_items` from product objects; no `path` means the one
+    product is `properties` itself."""
+    contents: list[dict[str, Any]] = []
+    ids: list[str] = []
+    num_items: int | None = None
+    for index, product in enumerate(products):
+        where = f"{path}[{index}]" if path else "properties"
+        if product.__class__ is not dict:
+            raise InvalidMessage("mapping_error", f"{where}: expected an object")
+        item: dict[str, Any] = {}
+        product_id = product.get("product_id")
+        if product_id.__class__ is not str or not product_id:
+            product_id = text(product_id, where, "product_id") or text(
+                product.get("sku"), where, "sku"
+            )
+        if product_id is not None:
+            item["id"] = product_id
+            if product_id not in ids:
+                ids.append(product_id)
+        price = product.get("price")
+        if price is not None:
+            price = _money(price, where, "price")
+            if price is not None:
+                item["item_price"] = price
+        quantity = product.get("quantity")
+        if quantity is not None:
+            if quantity.__class__ is not int:
+                quantity = integer(quantity, where, "quantity")
+            item["quantity"] = quantity
+            if quantity is not None:
+                num_items = quantity if num_items is None else num_items + quantity
+        for target, key in PRODUCT_FIELDS:
+            value = product.get(key)
+            if value is not None:
+                if value.__class__ is not str:
+                    value = text(value, where, key)
+                if value:
+                    item[target] = value
         if item:
             contents.append(item)
     if contents:
         custom["contents"] = contents
-        ids: list[str] = []
-        num_items: int | None = None
-        for item in contents:
-            product_id = item.get("id")
-            if product_id is not None and product_id not in ids:
-                ids.append(product_id)
-            quantity = item.get("quantity")
-            if quantity is not None:
-                num_items = quantity if num_items is None else num_items + quantity
         if ids:
             custom["content_ids"] = ids
         if num_items is not None:
             custom["num_items"] = num_items
-    return custom
-
-
-def _product_path(index: int) -> str:
-    return "properties" if index < 0 else f"properties.products[{index}]"
-
-
-def _content(product: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """One `contents` item; `index` -1 means the single product in `properties` itself."""
-    item: dict[str, Any] = {}
-    product_id = product.get("product_id")
-    if product_id.__class__ is not str or not product_id:
-        path = _product_path(index)
-        product_id = text(product_id, path, "product_id") or text(product.get("sku"), path, "sku")
-    if product_id is not None:
-        item["id"] = product_id
-    price = product.get("price")
-    if price is not None:
-        shown = repr(price) if price.__class__ is float else ""
-        if "." in shown and "e" not in shown:
-            # A finite float shown without an exponent is its own decimal text, as `decimal`
-            # would return it (inf and nan have no ".").
-            price = shown
-        else:
-            price = decimal(price, _product_path(index), "price")
-        if price is not None:
-            item["item_price"] = price
-    quantity = product.get("quantity")
-    if quantity is not None:
-        item["quantity"] = (
-            quantity
-            if quantity.__class__ is int
-            else integer(quantity, _product_path(index), "quantity")
-        )
-    for target, key in PRODUCT_FIELDS:
-        value = product.get(key)
-        if value is not None:
-            if value.__class__ is not str:
-                value = text(value, _product_path(index), key)
-            if value:
-                item[target] = value
-    return item
 
 
 def _app_fields(
