@@ -89,6 +89,9 @@ class Forwarder:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
+    def readyz(self) -> tuple[int, str]:
+        return self.get("/readyz")
+
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, keyed by its exposition name (with labels)."""
         samples: dict[str, float] = {}

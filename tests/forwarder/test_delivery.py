@@ -3,60 +3,43 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import orjson
 
-from stream.generator import ClickstreamGenerator, GeneratedMessage
+from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
+from tests.forwarder.scenario import (
+    all_committed,
+    assert_delivered_exactly_once,
+    delivered_keys,
+    headers_of,
+    new_group,
+    produce,
+    scenario,
+)
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
-
-
-def produce(kafka: Broker, topic: str, messages: list[GeneratedMessage]) -> None:
-    kafka.produce(topic, [(m.key, m.value) for m in messages])
-
-
-def all_committed(kafka: Broker, group: str, topic: str) -> bool:
-    return kafka.committed_offsets(group, topic) == kafka.end_offsets(topic)
 
 
 def test_20000_events_over_3_partitions_are_delivered_exactly_once(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=3), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=5, poison_ratio=0.0).messages(20_000))
-    produce(kafka, topic, messages)
-    valid = [m for m in messages if m.kind == "valid"]
-    config = forwarder_config(
-        kafka.bootstrap, sandbox, [topic], group_id=group, dead_letter_topic=dlq
-    )
-    with running_forwarder(config, tmp_path) as forwarder:
-        wait_until(lambda: all_committed(kafka, group, topic), 90, "all offsets committed")
+    run = scenario(kafka, new_topic, seed=5, count=20_000, partitions=3)
+    with running_forwarder(run.config(sandbox), tmp_path) as forwarder:
+        wait_until(run.committed, 90, "all offsets committed")
         assert forwarder.terminate() == 0
-    recorded = sandbox.events()
-    keys = Counter((r["event"]["event_id"], r["event"]["event_name"]) for r in recorded)
-    expected = Counter((m.event_id, m.event_name) for m in valid)
-    assert keys == expected
+    assert_delivered_exactly_once(sandbox, [(m.event_id, m.event_name) for m in run.valid])
     assert sandbox.stats()["events"]["duplicate"] == 0
-    assert kafka.read_all(dlq) == []
-
-
-def headers_of(message: object) -> dict[str, str]:
-    return {k: v.decode() for k, v in (message.headers() or [])}  # type: ignore[attr-defined]
+    assert kafka.read_all(run.dlq) == []
 
 
 def test_poison_messages_are_dead_lettered_with_reason_headers_and_original_bytes(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=2), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=11, poison_ratio=0.05).messages(4000))
-    produce(kafka, topic, messages)
-    poison = [m for m in messages if m.kind == "poison"]
+    run = scenario(kafka, new_topic, seed=11, count=4000, partitions=2, poison_ratio=0.05)
+    poison = [m for m in run.messages if m.kind == "poison"]
     assert {m.reason for m in poison} == {
         "decode_error",
         "invalid_event",
@@ -64,17 +47,14 @@ def test_poison_messages_are_dead_lettered_with_reason_headers_and_original_byte
         "mapping_error",
     }
     reason_of = {m.value: m.reason for m in poison}
-    config = forwarder_config(
-        kafka.bootstrap, sandbox, [topic], group_id=group, dead_letter_topic=dlq
-    )
-    with running_forwarder(config, tmp_path) as forwarder:
-        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
+    with running_forwarder(run.config(sandbox), tmp_path) as forwarder:
+        wait_until(run.committed, 60, "all offsets committed")
         assert forwarder.metric("capi_stream_dead_letters_total") == len(poison)
-    letters = kafka.read_all(dlq)
+    letters = kafka.read_all(run.dlq)
     assert Counter(headers_of(m)["capi.error.reason"] for m in letters) == Counter(
         m.reason for m in poison
     )
-    sources = {(m.partition(), m.offset()): m for m in kafka.read_all(topic)}
+    sources = {(m.partition(), m.offset()): m for m in kafka.read_all(run.topic)}
     for letter in letters:
         headers = headers_of(letter)
         original = sources[
@@ -84,32 +64,24 @@ def test_poison_messages_are_dead_lettered_with_reason_headers_and_original_byte
         assert original.key() == letter.key()
         assert headers["capi.error.reason"] == reason_of[letter.value()]
         assert headers["capi.error.message"]
-        assert headers["capi.source.topic"] == topic
+        assert headers["capi.source.topic"] == run.topic
         assert headers["capi.attempts"] == "0"
         assert "capi.http.status" not in headers
         assert headers["capi.failed_at"].endswith("+00:00")
-    valid = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
-    recorded = {(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()}
-    assert recorded == valid
+    assert set(delivered_keys(sandbox)) == run.expected
 
 
 def test_partially_failed_batches_dead_letter_only_the_rejected_events_once(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=2), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=21, poison_ratio=0.0).messages(3000))
-    valid = [m for m in messages if m.kind == "valid"]
+    run = scenario(kafka, new_topic, seed=21, count=3000, partitions=2)
+    valid = run.valid
     rejected = {m.event_id for m in valid if m.event_id and m.event_id[0] in "0123"}
     assert 0 < len(rejected) < len(valid)
     sandbox.set_faults(reject_event_ids="^[0-3]")
-    produce(kafka, topic, messages)
-    config = forwarder_config(
-        kafka.bootstrap, sandbox, [topic], group_id=group, dead_letter_topic=dlq
-    )
-    with running_forwarder(config, tmp_path):
-        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
-    letters = kafka.read_all(dlq)
+    with running_forwarder(run.config(sandbox), tmp_path):
+        wait_until(run.committed, 60, "all offsets committed")
+    letters = kafka.read_all(run.dlq)
     by_id = {m.value: m for m in valid}
     assert sorted(by_id[letter.value()].event_id for letter in letters) == sorted(
         m.event_id for m in valid if m.event_id in rejected
@@ -122,7 +94,7 @@ def test_partially_failed_batches_dead_letter_only_the_rejected_events_once(
         assert headers["capi.error.message"]
     stats = sandbox.stats()["events"]
     # Each distinct event was sent exactly once: nothing processed was re-sent, nothing retried.
-    assert stats["received"] == len({(m.event_id, m.event_name) for m in valid})
+    assert stats["received"] == len(run.expected)
     assert stats["duplicate"] == 0
     delivered = {r["event"]["event_id"] for r in sandbox.events()}
     assert delivered == {m.event_id for m in valid} - rejected
@@ -131,19 +103,12 @@ def test_partially_failed_batches_dead_letter_only_the_rejected_events_once(
 def test_all_failed_422_dead_letters_every_event(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = [m for m in ClickstreamGenerator(seed=3, poison_ratio=0.0).messages(500)]
-    valid = [m for m in messages if m.kind == "valid"]
+    run = scenario(kafka, new_topic, seed=3, count=500)
     sandbox.set_faults(reject_event_ids=".")
-    produce(kafka, topic, messages)
-    config = forwarder_config(
-        kafka.bootstrap, sandbox, [topic], group_id=group, dead_letter_topic=dlq
-    )
-    with running_forwarder(config, tmp_path):
-        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
-    letters = kafka.read_all(dlq)
-    assert len(letters) == len(valid)
+    with running_forwarder(run.config(sandbox), tmp_path):
+        wait_until(run.committed, 60, "all offsets committed")
+    letters = kafka.read_all(run.dlq)
+    assert len(letters) == len(run.valid)
     assert {headers_of(m)["capi.http.status"] for m in letters} == {"422"}
     assert {headers_of(m)["capi.error.reason"] for m in letters} == {"rejected_by_pinterest"}
     assert sandbox.stats()["requests"]["by_status"].get("200", 0) == 0
@@ -154,7 +119,7 @@ def test_segment_web_and_pinterest_offline_sources_reach_their_own_accounts(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
     web, offline, dlq = new_topic(partitions=2), new_topic(), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
+    group = new_group()
     offline_account = "111122223333"
     clicks = [
         m for m in ClickstreamGenerator(seed=8, poison_ratio=0.0).messages(600) if m.kind == "valid"

@@ -13,37 +13,24 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from stream.generator import ClickstreamGenerator
-from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
-from tests.forwarder.test_delivery import all_committed, headers_of, produce
+from tests.forwarder.harness import running_forwarder, wait_until
+from tests.forwarder.scenario import delivered_keys, headers_of, scenario
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import SandboxProcess
-
-
-def delivered_keys(sandbox: SandboxProcess) -> list[tuple[str, str]]:
-    return [(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()]
 
 
 def test_connection_resets_and_hangs_are_retried_and_every_partition_completes(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=3), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=31, poison_ratio=0.0).messages(10_000))
-    produce(kafka, topic, messages)
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    run = scenario(kafka, new_topic, seed=31, count=10_000, partitions=3)
     sandbox.set_faults(reset=0.15, hang=0.1)
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         batching={"max_events": 200, "linger_ms": 100},
         sending={"request_timeout_s": 1.5, "backoff_initial_s": 0.1, "backoff_max_s": 1.0},
     )
     with running_forwarder(config, tmp_path) as forwarder:
-        wait_until(lambda: all_committed(kafka, group, topic), 120, "all offsets committed")
+        wait_until(run.committed, 120, "all offsets committed")
         timeouts = forwarder.metric("capi_stream_retries_total", reason="timeout")
         resets = forwarder.metric("capi_stream_retries_total", reason="connection_error")
         assert forwarder.terminate() == 0
@@ -53,9 +40,9 @@ def test_connection_resets_and_hangs_are_retried_and_every_partition_completes(
     assert by_status["hang"] > 0
     assert timeouts >= by_status["hang"]
     assert resets > 0
-    assert kafka.read_all(dlq) == []
+    assert kafka.read_all(run.dlq) == []
     # A reset can hide an answer the sandbox did process, so duplicates are allowed; loss is not.
-    assert set(delivered_keys(sandbox)) == expected
+    assert set(delivered_keys(sandbox)) == run.expected
 
 
 def create_unwritable_topic(kafka: Broker) -> str:
@@ -81,52 +68,45 @@ def make_writable(kafka: Broker, topic: str) -> None:
 def test_an_unwritable_dead_letter_topic_holds_commits_and_readiness_until_it_heals(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic = new_topic()
-    dlq = create_unwritable_topic(kafka)
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=32, poison_ratio=0.02).messages(3000))
-    produce(kafka, topic, messages)
+    run = scenario(
+        kafka, new_topic, seed=32, count=3000, poison_ratio=0.02, dlq=create_unwritable_topic(kafka)
+    )
     # A replayed dead letter that fails again: its own headers carry over, its old error
     # headers are replaced.
     replayed_headers = [("trace", b"t-1"), ("capi.replayed", b"2"), ("capi.error.reason", b"x")]
     producer = kafka.producer()
-    producer.produce(topic, value=b"{not json", headers=replayed_headers)
+    producer.produce(run.topic, value=b"{not json", headers=replayed_headers)
     assert producer.flush(30) == 0
-    valid = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
-    poison_offsets = {offset for offset, m in enumerate(messages) if m.kind == "poison"}
-    poison_offsets.add(len(messages))
+    valid = run.expected
+    poison_offsets = {offset for offset, m in enumerate(run.messages) if m.kind == "poison"}
+    poison_offsets.add(len(run.messages))
     first_poison = min(poison_offsets)
-    config = forwarder_config(
-        kafka.bootstrap, sandbox, [topic], group_id=group, dead_letter_topic=dlq
-    )
-    with running_forwarder(config, tmp_path) as forwarder:
-        wait_until(
-            lambda: "dead-letter" in forwarder.get("/readyz")[1], 60, "readyz naming the DLQ"
-        )
-        assert forwarder.get("/readyz")[0] == 503
+    with running_forwarder(run.config(sandbox), tmp_path) as forwarder:
+        wait_until(lambda: "dead-letter" in forwarder.readyz()[1], 60, "readyz naming the DLQ")
+        assert forwarder.readyz()[0] == 503
         # Everything deliverable is delivered meanwhile, but no commit passes the first poison.
         wait_until(lambda: set(delivered_keys(sandbox)) == valid, 60, "valid events delivered")
-        committed = kafka.committed_offsets(group, topic)[0]
+        committed = kafka.committed_offsets(run.group, run.topic)[0]
         assert committed <= first_poison, (committed, first_poison)
         assert forwarder.process.poll() is None, "still running, still retrying"
-        make_writable(kafka, dlq)
-        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
-        wait_until(lambda: forwarder.get("/readyz")[0] == 200, 10, "ready again")
+        make_writable(kafka, run.dlq)
+        wait_until(run.committed, 60, "all offsets committed")
+        wait_until(lambda: forwarder.readyz()[0] == 200, 10, "ready again")
         assert forwarder.terminate() == 0
     log = forwarder.log()
     # Every refused dead letter is produced again each second; the log says so only now and then.
     assert log.count("not acknowledged") <= 2 * len(poison_offsets), log.count("not acknowledged")
-    skipped = sum(1 for m in messages if m.kind == "skipped")
+    skipped = sum(1 for m in run.messages if m.kind == "skipped")
     assert (
         f"stopped: {len(valid)} events delivered, {len(poison_offsets)} dead-lettered (" in log
     ), log[-500:]
     assert f", {skipped} skipped" in log
-    letters = kafka.read_all(dlq)
+    letters = kafka.read_all(run.dlq)
     assert {int(headers_of(letter)["capi.source.offset"]) for letter in letters} == poison_offsets
     replayed = next(
         letter.headers()
         for letter in letters
-        if headers_of(letter)["capi.source.offset"] == str(len(messages))
+        if headers_of(letter)["capi.source.offset"] == str(len(run.messages))
     )
     assert replayed[:2] == replayed_headers[:2]
     assert [value for name, value in replayed if name == "capi.error.reason"] == [b"decode_error"]

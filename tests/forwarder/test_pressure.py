@@ -4,63 +4,54 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from stream.generator import ClickstreamGenerator
-from tests.forwarder.harness import Forwarder, forwarder_config, running_forwarder, wait_until
-from tests.forwarder.test_delivery import all_committed, headers_of, produce
+from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
+from tests.forwarder.scenario import (
+    all_committed,
+    delivered_keys,
+    headers_of,
+    new_group,
+    produce,
+    scenario,
+    valid_keys,
+)
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
-
-
-def readyz(forwarder: Forwarder) -> tuple[int, str]:
-    return forwarder.get("/readyz")
-
-
-def delivered_keys(sandbox: SandboxProcess) -> set[tuple[str, str]]:
-    return {(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()}
 
 
 def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=2), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=4, poison_ratio=0.0).messages(2000))
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    run = scenario(kafka, new_topic, seed=4, count=2000, partitions=2)
     sandbox.set_faults(token_revoked=True)
-    produce(kafka, topic, messages)
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         # Small enough that the paused account's partitions are paused on their own, and must
         # be resumed when it heals.
         buffer={"max_events": 1000},
         sending={"setup_error_probe_s": 1.0},
     )
     with running_forwarder(config, tmp_path) as forwarder:
-        wait_until(lambda: "setup error" in readyz(forwarder)[1], 30, "readyz naming the error")
-        assert readyz(forwarder)[0] == 503
-        assert DEFAULT_AD_ACCOUNT in readyz(forwarder)[1]
+        wait_until(lambda: "setup error" in forwarder.readyz()[1], 30, "readyz naming the error")
+        assert forwarder.readyz()[0] == 503
+        assert DEFAULT_AD_ACCOUNT in forwarder.readyz()[1]
         assert sandbox.token not in forwarder.log()
         assert forwarder.metric("capi_stream_setup_error", ad_account=DEFAULT_AD_ACCOUNT) == 1
         # Only the probe is sent while paused, not every batch in a retry storm.
         unauthorized = sandbox.stats()["requests"]["by_status"].get("401", 0)
         time.sleep(3)  # let probes happen: this measures a rate, it synchronises nothing
         assert sandbox.stats()["requests"]["by_status"]["401"] - unauthorized <= 6
-        assert not all_committed(kafka, group, topic)
+        assert not run.committed()
         wait_until(lambda: "pausing the 2 partitions" in forwarder.log(), 30, "its partitions")
         sandbox.set_faults(token_revoked=False)
-        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
+        wait_until(run.committed, 60, "all offsets committed")
         assert "resuming its partitions" in forwarder.log()
-        wait_until(lambda: readyz(forwarder)[0] == 200, 10, "ready again")
+        wait_until(lambda: forwarder.readyz()[0] == 200, 10, "ready again")
         assert forwarder.metric("capi_stream_setup_error", ad_account=DEFAULT_AD_ACCOUNT) == 0
-    assert kafka.read_all(dlq) == []
-    assert delivered_keys(sandbox) == expected
+    assert kafka.read_all(run.dlq) == []
+    assert set(delivered_keys(sandbox)) == run.expected
 
 
 def rss_bytes(pid: int) -> int:
@@ -80,21 +71,12 @@ RSS_BOUND_BYTES = 384 * 1024 * 1024
 def test_outage_pauses_consumption_with_bounded_memory_and_delivers_after_recovery(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=3), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=6, poison_ratio=0.0).messages(OUTAGE_EVENTS))
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
-    produce(kafka, topic, messages)
-    del messages
+    run = scenario(kafka, new_topic, seed=6, count=OUTAGE_EVENTS, partitions=3)
     cap = OUTAGE_BUFFER_EVENTS
     sandbox.set_faults(outage_seconds=OUTAGE_S)
     outage_ends = time.monotonic() + OUTAGE_S
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         buffer={"max_events": cap, "resume_ratio": 0.5},
         sending={"backoff_max_s": 5.0},
     )
@@ -119,8 +101,8 @@ def test_outage_pauses_consumption_with_bounded_memory_and_delivers_after_recove
         sampler.start()
         try:
             wait_until(lambda: time.monotonic() > outage_ends, OUTAGE_S + 5, "the outage")
-            assert not all_committed(kafka, group, topic)
-            wait_until(lambda: all_committed(kafka, group, topic), 120, "all offsets committed")
+            assert not run.committed()
+            wait_until(run.committed, 120, "all offsets committed")
         finally:
             stop.set()
             sampler.join()
@@ -139,36 +121,30 @@ def test_outage_pauses_consumption_with_bounded_memory_and_delivers_after_recove
     half = len(during) // 2
     assert max(s[3] for s in during[half:]) <= max(s[3] for s in during[:half]) + 16 * 2**20
     assert sandbox.stats()["requests"]["by_status"].get("503", 0) > 0
-    assert kafka.read_all(dlq) == []
-    assert delivered_keys(sandbox) == expected
+    assert kafka.read_all(run.dlq) == []
+    assert set(delivered_keys(sandbox)) == run.expected
 
 
 def test_a_whole_request_400_is_bisected_to_the_offending_events(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=12, poison_ratio=0.0).messages(3000))
-    valid = [m for m in messages if m.kind == "valid"]
+    run = scenario(kafka, new_topic, seed=12, count=3000)
+    valid = run.valid
     bad = {m.event_id for m in valid if m.event_id and m.event_id.startswith("0")}
     assert bad
     sandbox.set_faults(invalid_request_event_ids="^0")
-    produce(kafka, topic, messages)
-    config = forwarder_config(
-        kafka.bootstrap, sandbox, [topic], group_id=group, dead_letter_topic=dlq
-    )
-    with running_forwarder(config, tmp_path):
-        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
-    letters = kafka.read_all(dlq)
+    with running_forwarder(run.config(sandbox), tmp_path):
+        wait_until(run.committed, 60, "all offsets committed")
+    letters = kafka.read_all(run.dlq)
     event_id_of = {m.value: m.event_id for m in valid}
     assert sorted(event_id_of[letter.value()] for letter in letters) == sorted(
         m.event_id for m in valid if m.event_id in bad
     )
     assert {headers_of(letter)["capi.error.reason"] for letter in letters} == {"request_invalid"}
     assert {headers_of(letter)["capi.http.status"] for letter in letters} == {"400"}
-    assert delivered_keys(sandbox) == {(m.event_id, m.event_name) for m in valid} - {
-        (m.event_id, m.event_name) for m in valid if m.event_id in bad
-    }
+    assert set(delivered_keys(sandbox)) == run.expected - valid_keys(
+        m for m in valid if m.event_id in bad
+    )
 
 
 def test_a_setup_error_on_one_account_does_not_stall_the_others(
@@ -178,7 +154,7 @@ def test_a_setup_error_on_one_account_does_not_stall_the_others(
     # The sandbox knows only the healthy account: the other gets 403, a setup error.
     sandbox = sandbox_factory("--ad-account", healthy)
     topic_ok, topic_refused, dlq = new_topic(partitions=2), new_topic(partitions=2), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
+    group = new_group()
     ok = list(ClickstreamGenerator(seed=13, poison_ratio=0.0).messages(15_000))
     stuck = list(ClickstreamGenerator(seed=14, poison_ratio=0.0).messages(15_000))
     produce(kafka, topic_refused, stuck)
@@ -199,8 +175,8 @@ def test_a_setup_error_on_one_account_does_not_stall_the_others(
     with running_forwarder(config, tmp_path) as forwarder:
         # The refused account's events would fill the whole buffer many times over.
         wait_until(lambda: all_committed(kafka, group, topic_ok), 90, "healthy topic committed")
-        assert readyz(forwarder)[0] == 503
-        assert refused in readyz(forwarder)[1]
+        assert forwarder.readyz()[0] == 503
+        assert refused in forwarder.readyz()[1]
         assert forwarder.metric("capi_stream_setup_error", ad_account=refused) == 1
         assert forwarder.metric("capi_stream_paused_partitions") == 2
         buffered = forwarder.metric("capi_stream_buffered_events")
@@ -208,40 +184,28 @@ def test_a_setup_error_on_one_account_does_not_stall_the_others(
         assert buffered <= cap + 1000
         assert all(o < 0 for o in kafka.committed_offsets(group, topic_refused).values())
     assert kafka.read_all(dlq) == []
-    assert delivered_keys(sandbox) == {(m.event_id, m.event_name) for m in ok if m.kind == "valid"}
+    assert set(delivered_keys(sandbox)) == valid_keys(ok)
 
 
 def test_a_rotated_token_file_heals_the_account_without_a_restart(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=15, poison_ratio=0.0).messages(2000))
-    produce(kafka, topic, messages)
+    run = scenario(kafka, new_topic, seed=15, count=2000)
     token_file = tmp_path / "secret" / "token"
     token_file.parent.mkdir()
     token_file.write_text("expired-token\n")
-    config = forwarder_config(
-        kafka.bootstrap,
-        sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
-        sending={"setup_error_probe_s": 1.0},
-    )
+    config = run.config(sandbox, sending={"setup_error_probe_s": 1.0})
     del config["pinterest"]["access_token"]
     config["pinterest"]["access_token_file"] = str(token_file)
     with running_forwarder(config, tmp_path) as forwarder:
-        wait_until(lambda: "setup error" in readyz(forwarder)[1], 30, "the expired token refused")
+        wait_until(lambda: "setup error" in forwarder.readyz()[1], 30, "the expired token refused")
         # As Kubernetes updates a Secret volume: a new file swapped in atomically.
         fresh = token_file.with_name("token.new")
         fresh.write_text(sandbox.token + "\n")
         fresh.replace(token_file)
-        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
-        wait_until(lambda: readyz(forwarder)[0] == 200, 10, "ready again")
+        wait_until(run.committed, 60, "all offsets committed")
+        wait_until(lambda: forwarder.readyz()[0] == 200, 10, "ready again")
         assert "expired-token" not in forwarder.log()
         assert sandbox.token not in forwarder.log()
-    assert kafka.read_all(dlq) == []
-    assert delivered_keys(sandbox) == {
-        (m.event_id, m.event_name) for m in messages if m.kind == "valid"
-    }
+    assert kafka.read_all(run.dlq) == []
+    assert set(delivered_keys(sandbox)) == run.expected

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from stream.generator import ClickstreamGenerator
-from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
-from tests.forwarder.test_delivery import all_committed, produce
+from tests.forwarder.harness import running_forwarder, wait_until
+from tests.forwarder.scenario import delivered_keys, headers_of, scenario
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import SandboxProcess
 
@@ -26,20 +24,13 @@ def received(sandbox: SandboxProcess) -> int:
 def test_kill_9_three_times_loses_nothing_and_duplicates_keep_their_event_id(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=3), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=99, poison_ratio=0.01).messages(50_000))
-    produce(kafka, topic, messages)
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
-    poison = sum(1 for m in messages if m.kind == "poison")
+    run = scenario(kafka, new_topic, seed=99, count=50_000, partitions=3, poison_ratio=0.01)
+    expected = run.expected
+    poison = sum(1 for m in run.messages if m.kind == "poison")
     # Slow requests keep work in flight, so every kill lands mid-batch.
     sandbox.set_faults(latency_ms=20, jitter_ms=30)
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         kafka={"properties": FAST_GROUP},
         batching={"max_events": 200, "linger_ms": 100},
     )
@@ -53,7 +44,7 @@ def test_kill_9_three_times_loses_nothing_and_duplicates_keep_their_event_id(
             forwarder.kill()
             kills += 1
     with running_forwarder(config, tmp_path, "final") as forwarder:
-        wait_until(lambda: all_committed(kafka, group, topic), 120, "all offsets committed")
+        wait_until(run.committed, 120, "all offsets committed")
         assert forwarder.terminate() == 0
     assert kills == 3
 
@@ -66,13 +57,13 @@ def test_kill_9_three_times_loses_nothing_and_duplicates_keep_their_event_id(
     for same in copies.values():
         assert all(event == same[0] for event in same), "a redelivery is the identical event"
     print(f"kill -9 x3: {duplicates} duplicate deliveries of {len(expected)} events")
-    letters = kafka.read_all(dlq)
+    letters = kafka.read_all(run.dlq)
     # Dead letters may repeat too (at-least-once), but every poison message is there.
     assert (
         len(
             {
                 (headers["capi.source.partition"], headers["capi.source.offset"])
-                for headers in ({k: v.decode() for k, v in letter.headers()} for letter in letters)
+                for headers in map(headers_of, letters)
             }
         )
         == poison
@@ -82,19 +73,12 @@ def test_kill_9_three_times_loses_nothing_and_duplicates_keep_their_event_id(
 def test_sigterm_exits_0_within_grace_and_restart_resends_nothing_acked(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=3), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=42, poison_ratio=0.0).messages(20_000))
-    produce(kafka, topic, messages)
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    run = scenario(kafka, new_topic, seed=42, count=20_000, partitions=3)
+    expected = run.expected
     sandbox.set_faults(latency_ms=50)
     grace = 10.0
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         batching={"max_events": 100, "linger_ms": 200},
         shutdown={"grace_period_s": grace},
     )
@@ -109,30 +93,20 @@ def test_sigterm_exits_0_within_grace_and_restart_resends_nothing_acked(
     assert "stopped" in forwarder.log()
     sandbox.set_faults(latency_ms=0)
     with running_forwarder(config, tmp_path, "second"):
-        wait_until(lambda: all_committed(kafka, group, topic), 60, "all offsets committed")
+        wait_until(run.committed, 60, "all offsets committed")
     after = sandbox.stats()["events"]
     assert after["duplicate"] == 0, "nothing acked before SIGTERM was sent again"
     assert after["received"] == len(expected)
-    assert {(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()} == (
-        expected
-    )
+    assert set(delivered_keys(sandbox)) == expected
 
 
 def test_members_joining_and_leaving_mid_run_lose_nothing(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=6), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=77, poison_ratio=0.0).messages(30_000))
-    produce(kafka, topic, messages)
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    run = scenario(kafka, new_topic, seed=77, count=30_000, partitions=6)
     sandbox.set_faults(latency_ms=30)
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         kafka={"properties": FAST_GROUP},
         batching={"max_events": 200, "linger_ms": 100},
     )
@@ -144,11 +118,9 @@ def test_members_joining_and_leaving_mid_run_lose_nothing(
                 wait_until(lambda: received(sandbox) >= 12_000, 60, "work shared")
                 assert second.terminate() == 0
                 third.kill()
-            wait_until(lambda: all_committed(kafka, group, topic), 120, "all committed")
+            wait_until(run.committed, 120, "all committed")
         assert first.terminate() == 0
         assert "revoking" in first.log()
-    copies: dict[tuple[str, str], int] = defaultdict(int)
-    for record in sandbox.events():
-        copies[(record["event"]["event_id"], record["event"]["event_name"])] += 1
-    assert set(copies) == expected
+    copies = Counter(delivered_keys(sandbox))
+    assert set(copies) == run.expected
     print(f"rebalance: {sum(copies.values()) - len(copies)} duplicate deliveries")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stream.generator import ClickstreamGenerator
-from tests.forwarder.harness import Forwarder, forwarder_config, running_forwarder, wait_until
-from tests.forwarder.test_delivery import all_committed, produce
+from tests.forwarder.harness import Forwarder, running_forwarder, wait_until
+from tests.forwarder.scenario import assert_delivered_exactly_once, delivered_keys, scenario
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
 
@@ -41,26 +39,14 @@ def limit_of(metrics: dict[str, float]) -> float:
     return metrics.get(f'capi_stream_concurrency_limit{{ad_account="{DEFAULT_AD_ACCOUNT}"}}', 0.0)
 
 
-def delivered_keys(sandbox: SandboxProcess) -> list[tuple[str, str]]:
-    return [(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()]
-
-
 def test_a_slow_api_is_answered_by_raising_concurrency(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=3), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=21, poison_ratio=0.0).messages(20_000))
-    produce(kafka, topic, messages)
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    run = scenario(kafka, new_topic, seed=21, count=20_000, partitions=3)
     latency_s, initial, maximum = 0.2, 2, 32
     sandbox.set_faults(latency_ms=latency_s * 1000)
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         batching={"max_events": 100, "linger_ms": 100},
         sending={"initial_concurrency": initial, "max_concurrency": maximum},
     )
@@ -68,8 +54,8 @@ def test_a_slow_api_is_answered_by_raising_concurrency(
         running_forwarder(config, tmp_path) as forwarder,
         sampling(forwarder, limit_of) as limits,
     ):
-        wait_until(lambda: all_committed(kafka, group, topic), 90, "all offsets committed")
-    assert set(delivered_keys(sandbox)) == expected
+        wait_until(run.committed, 90, "all offsets committed")
+    assert set(delivered_keys(sandbox)) == run.expected
     requests = sandbox.stats()["requests"]["by_status"]["200"]
     arrivals = [r["received_at"] for r in sandbox.events()]
     took = max(arrivals) - min(arrivals) + latency_s
@@ -87,19 +73,11 @@ def test_a_slow_api_is_answered_by_raising_concurrency(
 def test_a_429_storm_loses_nothing_and_holds_the_account_for_the_reset(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(partitions=2), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=22, poison_ratio=0.0).messages(3000))
-    produce(kafka, topic, messages)
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    run = scenario(kafka, new_topic, seed=22, count=3000, partitions=2)
     # Half of all requests get a 429 with x-ratelimit-reset: 1 (seconds).
     sandbox.set_faults(throttle_429=0.5)
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         batching={"max_events": 100, "linger_ms": 100},
         sending={"max_concurrency": 8, "backoff_initial_s": 0.05},
     )
@@ -107,7 +85,7 @@ def test_a_429_storm_loses_nothing_and_holds_the_account_for_the_reset(
         running_forwarder(config, tmp_path) as forwarder,
         sampling(forwarder, limit_of) as limits,
     ):
-        wait_until(lambda: all_committed(kafka, group, topic), 120, "all offsets committed")
+        wait_until(run.committed, 120, "all offsets committed")
         retried = forwarder.metric("capi_stream_retries_total", reason="rate_limited")
     by_status = sandbox.stats()["requests"]["by_status"]
     throttled, accepted = by_status.get("429", 0), by_status["200"]
@@ -116,8 +94,8 @@ def test_a_429_storm_loses_nothing_and_holds_the_account_for_the_reset(
         f"429 storm: {throttled} throttled, {accepted} accepted, {retried:.0f} retries, "
         f"{arrivals[-1] - arrivals[0]:.1f}s"
     )
-    assert kafka.read_all(dlq) == []
-    assert sorted(delivered_keys(sandbox)) == sorted(expected), "all delivered, each once"
+    assert kafka.read_all(run.dlq) == []
+    assert_delivered_exactly_once(sandbox, run.expected)
     assert throttled > 0
     assert retried == throttled
     # Each 429 holds the whole account for its one-second reset. At most `max_concurrency` (8)
@@ -132,33 +110,25 @@ def test_a_429_storm_loses_nothing_and_holds_the_account_for_the_reset(
 def test_a_strict_per_minute_limit_is_learnt_from_the_headers(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    topic, dlq = new_topic(), new_topic()
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    messages = list(ClickstreamGenerator(seed=23, poison_ratio=0.0).messages(1500))
-    produce(kafka, topic, messages)
-    expected = {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    run = scenario(kafka, new_topic, seed=23, count=1500)
     per_minute = 8
     # The forwarder believes in the default 5,000/min: only the answers tell it otherwise.
     sandbox.set_faults(rate_limit=per_minute)
-    config = forwarder_config(
-        kafka.bootstrap,
+    config = run.config(
         sandbox,
-        [topic],
-        group_id=group,
-        dead_letter_topic=dlq,
         batching={"max_events": 100, "linger_ms": 100},
         sending={"initial_concurrency": 4, "max_concurrency": 4, "backoff_initial_s": 0.05},
     )
     with running_forwarder(config, tmp_path):
-        wait_until(lambda: all_committed(kafka, group, topic), 150, "all offsets committed")
+        wait_until(run.committed, 150, "all offsets committed")
     by_status = sandbox.stats()["requests"]["by_status"]
     accepted, throttled = by_status["200"], by_status.get("429", 0)
     arrivals = sorted({r["received_at"] for r in sandbox.events()})
     print(f"{per_minute}/min limit: {accepted} accepted, {throttled} throttled")
     assert accepted > per_minute, "the run needed a second window"
     assert arrivals[-1] - arrivals[0] >= 55, "the second window waited for the reset"
-    assert kafka.read_all(dlq) == []
-    assert sorted(delivered_keys(sandbox)) == sorted(expected)
+    assert kafka.read_all(run.dlq) == []
+    assert_delivered_exactly_once(sandbox, run.expected)
     # x-ratelimit-remaining: 0 on the last allowed request stops the account until the reset;
     # only requests already in flight at that moment can still meet a 429 (one per slot).
     assert throttled <= 4, throttled
