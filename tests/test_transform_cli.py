@@ -9,13 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
 import orjson
 
-from stream.spec import HASHED_FIELDS, schema
-from tests.unit.test_validate import _as_json_schema
-
-OFFICIAL = fastjsonschema.compile(_as_json_schema(schema("ConversionEvents")))
+from stream.spec import HASHED_FIELDS
+from tests.unit.spec_cases import OFFICIAL
 
 
 def _iso(age_s: float) -> str:

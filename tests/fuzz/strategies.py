@@ -57,14 +57,15 @@ def _crm_message() -> dict[str, Any]:
     }
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def paths_in(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key/index path below `value`, at any depth."""
     found = [prefix] if prefix else []
     if isinstance(value, dict):
         for key, item in value.items():
-            found += _paths(item, (*prefix, key))
+            found += paths_in(item, (*prefix, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found += _paths(item, (*prefix, index))
+            found += paths_in(item, (*prefix, index))
     return found
 
 
@@ -82,14 +83,14 @@ def _planted(message: dict[str, Any], path: tuple[Any, ...], value: Any) -> byte
 def wrong_type_somewhere(draw: st.DrawFn, crm: bool = False) -> bytes:
     """A real message with one field (at any depth) replaced by a value of another type."""
     message = _crm_message() if crm else draw(st.sampled_from(valid_messages()))
-    path = draw(st.sampled_from(_paths(message)))
+    path = draw(st.sampled_from(paths_in(message)))
     return _planted(message, path, draw(WRONG_VALUES))
 
 
 @st.composite
 def huge_string(draw: st.DrawFn) -> bytes:
     message = draw(st.sampled_from(valid_messages()))
-    path = draw(st.sampled_from([p for p in _paths(message) if isinstance(p[-1], str)]))
+    path = draw(st.sampled_from([p for p in paths_in(message) if isinstance(p[-1], str)]))
     return _planted(message, path, draw(st.sampled_from(("x", "é", "🤖"))) * (HUGE // 4))
 
 

@@ -6,7 +6,6 @@ import hashlib
 import re
 from typing import Any
 
-import fastjsonschema
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -17,14 +16,12 @@ from stream.generator import ClickstreamGenerator
 from stream.hashing import digest
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped
 from stream.settings import Settings, SourceSettings
-from stream.spec import schema
 from stream.transform import Transformer
-from tests.unit.test_validate import _as_json_schema
+from tests.unit.spec_cases import OFFICIAL
 
 NOW = 1_800_000_000.0
 HEX64 = re.compile(r"[0-9a-f]{64}")
 ISO_NOW = "2027-01-15T08:00:00Z"  # = NOW
-OFFICIAL = fastjsonschema.compile(_as_json_schema(schema("ConversionEvents")))
 WEB = {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0"}
 
 

@@ -16,8 +16,8 @@ from stream.hashing import Hasher
 from stream.models import Skipped
 from stream.settings import SourceSettings
 from stream.validate import constructed_checker, encoded_checker, event_problem
-from tests.fuzz.strategies import hostile_message
-from tests.unit.test_validate import official_accepts
+from tests.fuzz.strategies import hostile_message, paths_in
+from tests.unit.spec_cases import official_accepts
 
 NOW = 1_800_000_000.0
 MAPPER = SegmentMapper(SourceSettings(topic="t"), Hasher())
@@ -41,17 +41,6 @@ PLANTED: tuple[Any, ...] = (
     {"city": "Paris", "country": "fr"},
     "2027-01-15T08:00:00.000Z",
 )
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _paths(item, (*prefix, index))
-    return found
 
 
 def _mapped(value: bytes) -> dict[str, Any] | None:
@@ -105,7 +94,7 @@ def test_agrees_on_messages_with_values_planted_anywhere() -> None:
     for _ in range(3000):
         message = orjson.loads(orjson.dumps(rng.choice(messages)))
         for _ in range(rng.randint(1, 3)):
-            path = rng.choice(_paths(message))
+            path = rng.choice(paths_in(message))
             target = message
             for part in path[:-1]:
                 target = target[part]
