@@ -69,6 +69,62 @@ def ensure_jars() -> None:
 SASL_USER = "capi-stream"
 
 
+def openssl(directory: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+
+def make_ca_and_certificate(directory: Path, name: str, *, days: int, ca_name: str) -> None:
+    """A throwaway CA (`ca.crt`, `ca.key`) and `<name>.crt`/`<name>.key` it signed for 127.0.0.1."""
+    openssl(
+        directory,
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        str(days),
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        f"/CN={ca_name}",
+    )
+    openssl(
+        directory,
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        directory,
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        str(days),
+        "-out",
+        f"{name}.crt",
+        "-extfile",
+        "san.ext",
+    )
+
+
 def make_tls_material(data_dir: Path) -> None:
     """A throwaway CA and a broker certificate for 127.0.0.1, as a PKCS#12 keystore."""
     tls = data_dir / "tls"
@@ -78,56 +134,9 @@ def make_tls_material(data_dir: Path) -> None:
         return
     password = secrets.token_hex(16)
     (tls / "store-password").write_text(password)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tls)
-
+    make_ca_and_certificate(tls, "broker", days=30, ca_name="capi-stream test CA")
     openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "30",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=capi-stream test CA",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "broker.key",
-        "-out",
-        "broker.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    (tls / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "broker.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-out",
-        "broker.crt",
-        "-extfile",
-        "san.ext",
-    )
-    openssl(
+        tls,
         "pkcs12",
         "-export",
         "-in",

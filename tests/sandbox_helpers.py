@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import selectors
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ DEFAULT_TOKEN = "sandbox-token"
 DEFAULT_AD_ACCOUNT = "549764106778"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+LISTENING = "capi-stream sandbox listening on "
 
 
 def sha256(value: str) -> str:
@@ -77,13 +79,17 @@ class Answer:
 
 @dataclass
 class SandboxProcess:
-    """A running `capi-stream sandbox`; `url` is what `pinterest.api_base_url` should be."""
+    """A running `capi-stream sandbox`; `url` is what `pinterest.api_base_url` should be.
+
+    Over HTTPS (`--tls-cert`), requests trust only `ca_file`.
+    """
 
     process: subprocess.Popen[bytes]
     url: str
     token: str
     log_file: Path
     record_file: Path | None = None
+    ca_file: Path | None = None
 
     # --- admin API -------------------------------------------------------------------------
     def set_faults(self, **knobs: Any) -> dict[str, Any]:
@@ -159,12 +165,13 @@ class SandboxProcess:
         timeout: float = 30.0,
     ) -> Answer:
         data = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
-        request = urllib.request.Request(  # noqa: S310 - always a loopback http URL
+        request = urllib.request.Request(  # noqa: S310 - always a loopback URL
             self.url + path, data=data, method=method, headers=headers or {}
         )
         request.add_header("Content-Type", "application/json")
+        context = None if self.ca_file is None else ssl.create_default_context(cafile=self.ca_file)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
                 status, raw, got = response.status, response.read(), response.headers
         except urllib.error.HTTPError as error:
             status, raw, got = error.code, error.read(), error.headers
@@ -188,8 +195,13 @@ class SandboxProcess:
         return self.log_file.read_text(errors="replace")
 
 
-def start_sandbox(*extra_args: str, token: str = DEFAULT_TOKEN) -> SandboxProcess:
-    """Starts a sandbox on a free loopback port and waits until `/_stats` answers."""
+def start_sandbox(
+    *extra_args: str, token: str = DEFAULT_TOKEN, ca_file: Path | None = None
+) -> SandboxProcess:
+    """Starts a sandbox on a free loopback port and waits until `/_stats` answers.
+
+    With `--tls-cert`/`--tls-key` among `extra_args`, pass the `ca_file` that signed the cert.
+    """
     log_dir = Path(tempfile.mkdtemp(prefix="capi-sandbox-"))
     log_file = log_dir / "sandbox.log"
     record_file = None
@@ -215,7 +227,7 @@ def start_sandbox(*extra_args: str, token: str = DEFAULT_TOKEN) -> SandboxProces
         )
     try:
         url = _read_url(process, log_file)
-        sandbox = SandboxProcess(process, url, token, log_file, record_file)
+        sandbox = SandboxProcess(process, url, token, log_file, record_file, ca_file)
         _wait_ready(sandbox)
     except BaseException:
         process.kill()
@@ -240,7 +252,9 @@ def _read_url(process: subprocess.Popen[bytes], log_file: Path) -> str:
                 chunk = os.read(process.stdout.fileno(), 4096)
                 buffered += chunk
     line = buffered.split(b"\n", 1)[0].decode()
-    return line.rsplit(" ", 1)[1]
+    if not line.startswith(LISTENING):
+        raise RuntimeError(f"unexpected first line from the sandbox: {line!r}")
+    return line.removeprefix(LISTENING)
 
 
 def _wait_ready(sandbox: SandboxProcess) -> None:
@@ -258,9 +272,11 @@ def _wait_ready(sandbox: SandboxProcess) -> None:
 
 
 @contextmanager
-def running_sandbox(*extra_args: str, token: str = DEFAULT_TOKEN) -> Iterator[SandboxProcess]:
+def running_sandbox(
+    *extra_args: str, token: str = DEFAULT_TOKEN, ca_file: Path | None = None
+) -> Iterator[SandboxProcess]:
     """A sandbox for the duration of the block, stopped even if the block raises."""
-    sandbox = start_sandbox(*extra_args, token=token)
+    sandbox = start_sandbox(*extra_args, token=token, ca_file=ca_file)
     try:
         yield sandbox
     finally:

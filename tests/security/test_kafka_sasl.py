@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import yaml
 
 from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import REPO_ROOT, forwarder_config, running_forwarder, wait_until
+from tests.forwarder.scenario import delivered_keys, new_group, produce, valid_keys
 from tests.sandbox_helpers import SandboxProcess
 from tests.test_kafka_security import SaslBroker, sasl_kafka  # noqa: F401 - the module fixture
 
@@ -24,7 +24,7 @@ def sasl_config(
         broker.bootstrap,
         sandbox,
         [topic],
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        group_id=new_group(),
         dead_letter_topic=broker.plain.create_topic(),
         kafka={
             "security_protocol": "SASL_SSL",
@@ -44,7 +44,7 @@ def test_forwarder_consumes_dead_letters_and_commits_over_sasl_ssl(
     broker = sasl_kafka.plain
     topic = broker.create_topic(partitions=2)
     messages = list(ClickstreamGenerator(seed=21, poison_ratio=0.02).messages(2000))
-    broker.produce(topic, [(m.key, m.value) for m in messages])
+    produce(broker, topic, messages)
     config = sasl_config(sasl_kafka, sandbox, topic, sasl_kafka.password_file)
     group, dlq = config["kafka"]["group_id"], config["kafka"]["dead_letter_topic"]
     with running_forwarder(config, tmp_path) as forwarder:
@@ -54,8 +54,7 @@ def test_forwarder_consumes_dead_letters_and_commits_over_sasl_ssl(
             "all offsets committed over SASL_SSL",
         )
         assert forwarder.terminate() == 0
-    delivered = {(r["event"]["event_id"], r["event"]["event_name"]) for r in sandbox.events()}
-    assert delivered == {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}
+    assert set(delivered_keys(sandbox)) == valid_keys(messages)
     poison = sum(1 for m in messages if m.kind == "poison")
     assert poison > 0
     assert len(broker.read_all(dlq)) >= poison, "dead letters produced over SASL_SSL too"
