@@ -343,23 +343,29 @@ class SegmentMapper:
                 continue
             for key, value in place.items():
                 found = table.get(key)
-                if found is None or value is None:
+                if found is None:
                     continue
                 field, memo = found
                 if value.__class__ is str:
-                    if not value:
-                        continue
-                    if field is ADDRESS:
-                        raise InvalidMessage(
-                            "mapping_error", f"{prefix}.address: expected an object"
-                        )
-                    hexdigest = memo.get(value) or one(field, value)
+                    # A memo hit (the common case) needs no further checks: only non-empty
+                    # values of hashed fields are ever remembered ("address" has no memo).
+                    hexdigest = memo.get(value)
+                    if hexdigest is None:
+                        if not value:
+                            continue
+                        if field is ADDRESS:
+                            raise InvalidMessage(
+                                "mapping_error", f"{prefix}.address: expected an object"
+                            )
+                        hexdigest = one(field, value)
                     if hexdigest:
                         hashed = user_data.get(field)
                         if hashed is None:
                             user_data[field] = [hexdigest]
                         elif hexdigest not in hashed:
                             hashed.append(hexdigest)
+                elif value is None:
+                    continue
                 elif field is ADDRESS:
                     self._address(user_data, value, prefix + ".address")
                 else:
@@ -442,7 +448,10 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("value", "revenue", "total", "price"):
         amount = properties.get(key)
         if amount is not None:
-            value = _money(amount, "properties", key)
+            if amount.__class__ is float and "." in (shown := repr(amount)) and "e" not in shown:
+                value: str | None = shown  # as `decimal` would show it, without the call
+            else:
+                value = decimal(amount, "properties", key)
             if value is not None:
                 custom["value"] = value
                 break
@@ -469,16 +478,6 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
     return custom
 
 
-def _money(amount: Any, path: str, key: str) -> str | None:
-    if amount.__class__ is float:
-        shown = repr(amount)
-        # A finite float shown without an exponent is its own decimal text, as `decimal`
-        # would return it (inf and nan have no ".").
-        if "." in shown and "e" not in shown:
-            return shown
-    return decimal(amount, path, key)
-
-
 def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
     """`contents`, `content_ids` and `num_items` from product objects; no `path` means the one
     product is `properties` itself."""
@@ -486,12 +485,12 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
     ids: list[str] = []
     num_items: int | None = None
     for index, product in enumerate(products):
-        where = f"{path}[{index}]" if path else "properties"
         if product.__class__ is not dict:
-            raise InvalidMessage("mapping_error", f"{where}: expected an object")
+            raise InvalidMessage("mapping_error", f"{path}[{index}]: expected an object")
         item: dict[str, Any] = {}
         product_id = product.get("product_id")
         if product_id.__class__ is not str or not product_id:
+            where = _where(path, index)
             product_id = text(product_id, where, "product_id") or text(
                 product.get("sku"), where, "sku"
             )
@@ -501,13 +500,18 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
                 ids.append(product_id)
         price = product.get("price")
         if price is not None:
-            price = _money(price, where, "price")
+            if price.__class__ is float and "." in (shown := repr(price)) and "e" not in shown:
+                # A finite float shown without an exponent is its own decimal text, as
+                # `decimal` would return it (inf and nan have no ".").
+                price = shown
+            else:
+                price = decimal(price, _where(path, index), "price")
             if price is not None:
                 item["item_price"] = price
         quantity = product.get("quantity")
         if quantity is not None:
             if quantity.__class__ is not int:
-                quantity = integer(quantity, where, "quantity")
+                quantity = integer(quantity, _where(path, index), "quantity")
             item["quantity"] = quantity
             if quantity is not None:
                 num_items = quantity if num_items is None else num_items + quantity
@@ -515,7 +519,7 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
             value = product.get(key)
             if value is not None:
                 if value.__class__ is not str:
-                    value = text(value, where, key)
+                    value = text(value, _where(path, index), key)
                 if value:
                     item[target] = value
         if item:
@@ -526,6 +530,11 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
             custom["content_ids"] = ids
         if num_items is not None:
             custom["num_items"] = num_items
+
+
+def _where(path: str, index: int) -> str:
+    """The product's path in errors, built only when one may be raised."""
+    return f"{path}[{index}]" if path else "properties"
 
 
 def _app_fields(
