@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 
 from stream.errors import DeadLetterReason
 from stream.spec import ACTION_SOURCES, EVENT_NAMES, schema
+from stream.spec.compiled import ANNOTATIONS, KEYWORDS, Alternatives, StructCompiler
 
 Problem = tuple[str, str]
 Check = Callable[[Any], Problem | None]
@@ -51,24 +52,6 @@ _TYPE_NAMES: Final[Mapping[type, str]] = {
     list: "array",
     type(None): "null",
 }
-# Documentation-only keywords; everything else must be understood by the compiler.
-_ANNOTATIONS: Final = frozenset({"description", "example", "title", "format", "definitions"})
-_KEYWORDS: Final = _ANNOTATIONS | {
-    "$ref",
-    "type",
-    "nullable",
-    "properties",
-    "additionalProperties",
-    "required",
-    "items",
-    "minItems",
-    "maxItems",
-    "maxLength",
-    "minimum",
-    "maximum",
-    "enum",
-    "anyOf",
-}
 
 
 def _join(key: str, problem: Problem) -> Problem:
@@ -94,7 +77,7 @@ class _Compiler:
         self._refs: dict[str, Rule] = {}
 
     def compile(self, node: Mapping[str, Any]) -> Rule:
-        unknown = set(node) - _KEYWORDS
+        unknown = set(node) - KEYWORDS
         if unknown:
             raise ValueError(f"schema keyword(s) not supported: {sorted(unknown)}")
         if "$ref" in node:
@@ -157,7 +140,7 @@ class _Compiler:
         classes = {key: rule for key, rule in rules.items() if isinstance(rule, type)}
         lists: dict[str, type] = {}
         for key, sub in schemas.items():
-            if sub.get("type") == "array" and set(sub) - _ANNOTATIONS == {"type", "items"}:
+            if sub.get("type") == "array" and set(sub) - ANNOTATIONS == {"type", "items"}:
                 item_rule = self.compile(sub["items"])
                 if isinstance(item_rule, type):
                     lists[key] = item_rule
@@ -260,7 +243,7 @@ class _Compiler:
         branches = node["anyOf"]
         refs = {branch.get("$ref") for branch in branches}
         shared = len(refs) == 1 and None not in refs
-        if shared and all(set(b) - _ANNOTATIONS <= {"$ref", "required"} for b in branches):
+        if shared and all(set(b) - ANNOTATIONS <= {"$ref", "required"} for b in branches):
             # Pinterest's user_data: one property set, several alternative `required` lists.
             base = self._ref(str(next(iter(refs))))
             base_check: Check = base if not isinstance(base, type) else partial(_apply, base)
@@ -322,100 +305,13 @@ def check_event(event: Any) -> str | None:
 
 EncodedCheck = Callable[[bytes, Mapping[str, Any]], Problem | None]
 ConstructedCheck = Callable[[Mapping[str, Any]], Problem | None]
-# Required-key alternatives of a top-level property's `anyOf` (user_data's identifier rule).
-Alternatives = tuple[str, tuple[tuple[str, ...], ...]]
-
-
-class _StructCompiler:
-    """The same schema as msgspec types; refuses what `_Compiler` refuses, and nested `anyOf`."""
-
-    def __init__(self, definitions: Mapping[str, Any]) -> None:
-        self._definitions = definitions
-        self._refs: dict[str, Any] = {}
-        self.alternatives: list[Alternatives] = []
-
-    def type_of(self, node: Mapping[str, Any], name: str, top: bool = False) -> Any:
-        unknown = set(node) - _KEYWORDS
-        if unknown:
-            raise ValueError(f"schema keyword(s) not supported: {sorted(unknown)}")
-        if "$ref" in node:
-            return self._ref(node["$ref"])
-        if "anyOf" in node:
-            refs = {branch.get("$ref") for branch in node["anyOf"]}
-            if len(refs) != 1 or None in refs:
-                raise ValueError("only anyOf over one shared $ref is supported")
-            # The branches' `required` lists are checked by the caller (see `alternatives`).
-            return self._ref(str(refs.pop()))
-        kind = node.get("type")
-        base: Any
-        if kind == "object":
-            base = self._struct(node, name, top)
-        elif kind == "array":
-            item = self.type_of(node["items"], f"{name}_item") if "items" in node else Any
-            base = self._limited(
-                list[item],  # type: ignore[valid-type]
-                min_length=node.get("minItems"),
-                max_length=node.get("maxItems"),
-            )
-        elif kind in ("string", "integer", "number", "boolean"):
-            base = {"string": str, "integer": int, "number": float, "boolean": bool}[kind]
-            if "enum" in node:
-                base = Literal[tuple(node["enum"])]
-            base = self._limited(
-                base,
-                max_length=node.get("maxLength"),
-                ge=node.get("minimum"),
-                le=node.get("maximum"),
-            )
-        else:
-            raise ValueError(f"schema type not supported: {kind!r}")
-        return base | None if node.get("nullable") else base
-
-    @staticmethod
-    def _limited(base: Any, **limits: Any) -> Any:
-        given = {key: value for key, value in limits.items() if value is not None}
-        return Annotated[base, msgspec.Meta(**given)] if given else base
-
-    def _ref(self, ref: str) -> Any:
-        name = ref.rsplit("/", 1)[-1]
-        if name not in self._refs:
-            self._refs[name] = self.type_of(self._definitions[name], name)
-        return self._refs[name]
-
-    def _resolve(self, node: Mapping[str, Any]) -> Mapping[str, Any]:
-        while "$ref" in node:
-            node = self._definitions[node["$ref"].rsplit("/", 1)[-1]]
-        return node
-
-    def _struct(self, node: Mapping[str, Any], name: str, top: bool) -> Any:
-        required = set(node.get("required", ()))
-        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-        for key, child in node.get("properties", {}).items():
-            resolved = self._resolve(child)
-            if "anyOf" in resolved:
-                if not top:
-                    raise ValueError(f"anyOf below the top level not supported: {name}.{key}")
-                options = tuple(tuple(b.get("required", ())) for b in resolved["anyOf"])
-                self.alternatives.append((key, options))
-            field_type = self.type_of(child, f"{name}_{key}")
-            if key in required:
-                fields.append((key, field_type))
-            else:
-                fields.append((key, field_type | msgspec.UnsetType, msgspec.UNSET))
-        return msgspec.defstruct(
-            name,
-            fields,
-            kw_only=True,
-            forbid_unknown_fields=node.get("additionalProperties", True) is False,
-            gc=False,  # decoded only to be checked and dropped: no cycles to collect
-        )
 
 
 @cache
 def _event_struct() -> tuple[Any, tuple[Alternatives, ...]]:
     """The event schema as a msgspec type, and the `anyOf` alternatives it leaves to callers."""
     root = schema("ConversionEvents")
-    compiler = _StructCompiler(root["definitions"])
+    compiler = StructCompiler(root["definitions"])
     struct = compiler.type_of(root["properties"]["data"]["items"], "Event", top=True)
     return struct, tuple(compiler.alternatives)
 

@@ -20,14 +20,14 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import msgspec
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import Meta
 
 from stream.spec import ACTION_SOURCES, EVENT_NAMES, HASHED_FIELDS, schema
+from stream.spec.compiled import StructCompiler
 
 MAX_AGE_S: Final = 7 * 24 * 3600
 # Clocks of sender and Pinterest are never exactly in step; five minutes (the forwarder's own
@@ -37,120 +37,18 @@ FUTURE_TOLERANCE_S: Final = 300
 
 _USER_DATA_SCHEMA: Final = "ConversionEventsUserDataProperties"
 _HASH_OK: Final = re.compile("[0-9a-f]{64}").fullmatch
-_DOCUMENTATION_KEYS: Final = frozenset({"description", "example", "title", "format"})
-
-
-class _Compiler:
-    """Turns a JSON Schema (OpenAPI 3.0 flavour) into msgspec types; refuses unknown keywords."""
-
-    def __init__(self, definitions: Mapping[str, Any], strict_hashes: bool) -> None:
-        self._definitions = definitions
-        self._strict_hashes = strict_hashes
-        self._structs: dict[str, Any] = {}
-        self._counter = 0
-
-    def type_of(self, node: Mapping[str, Any], name: str) -> Any:
-        if "$ref" in node:
-            return self._ref(node["$ref"])
-        if "anyOf" in node:
-            return self._any_of(node)
-        unknown = (
-            set(node)
-            - _DOCUMENTATION_KEYS
-            - {
-                "type",
-                "nullable",
-                "properties",
-                "additionalProperties",
-                "required",
-                "items",
-                "enum",
-                "maxLength",
-                "minLength",
-                "maximum",
-                "minimum",
-                "maxItems",
-                "minItems",
-                "readOnly",
-            }
-        )
-        if unknown:
-            raise ValueError(f"schema keyword(s) not supported by the sandbox: {sorted(unknown)}")
-        kind = node.get("type")
-        base: Any
-        if kind == "object":
-            base = self._struct(node, name)
-        elif kind == "array":
-            item = self.type_of(node.get("items", {}), name + "Item")
-            base = self._constrained(
-                list[item],  # type: ignore[valid-type]
-                min_length=node.get("minItems"),
-                max_length=node.get("maxItems"),
-            )
-        elif kind == "string":
-            base = Literal[tuple(node["enum"])] if "enum" in node else str
-            base = self._constrained(
-                base, min_length=node.get("minLength"), max_length=node.get("maxLength")
-            )
-        elif kind == "integer":
-            base = self._constrained(int, ge=node.get("minimum"), le=node.get("maximum"))
-        elif kind == "number":
-            base = self._constrained(float, ge=node.get("minimum"), le=node.get("maximum"))
-        elif kind == "boolean":
-            base = bool
-        else:
-            raise ValueError(f"schema type not supported by the sandbox: {kind!r}")
-        return base | None if node.get("nullable") else base
-
-    @staticmethod
-    def _constrained(base: Any, **limits: Any) -> Any:
-        given = {key: value for key, value in limits.items() if value is not None}
-        return Annotated[base, Meta(**given)] if given else base
-
-    def _ref(self, ref: str) -> Any:
-        name = ref.rsplit("/", 1)[1]
-        if name not in self._structs:
-            self._structs[name] = self.type_of(self._definitions[name], name)
-        return self._structs[name]
-
-    def _any_of(self, node: Mapping[str, Any]) -> Any:
-        # Pinterest's only anyOf is user_data: three variants of one properties schema that
-        # differ in `required`. The properties are decoded once; the alternatives are a
-        # per-event rule (see `evaluate`), as Pinterest fails that event, not the request.
-        refs = {alternative.get("$ref") for alternative in node["anyOf"]}
-        if len(refs) != 1 or None in refs:
-            raise ValueError("only anyOf over one shared $ref is supported by the sandbox")
-        return self._ref(str(refs.pop()))
-
-    def _struct(self, node: Mapping[str, Any], name: str) -> Any:
-        required = set(node.get("required", ()))
-        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-        for key, child in node.get("properties", {}).items():
-            if self._strict_hashes and name == _USER_DATA_SCHEMA and key in HASHED_FIELDS:
-                field_type: Any = list[Annotated[str, Meta(min_length=64, max_length=64)]]
-            else:
-                field_type = self.type_of(child, name + "_" + key)
-            if key in required:
-                fields.append((key, field_type))
-            else:
-                fields.append((key, field_type | UnsetType, UNSET))
-        self._counter += 1
-        return msgspec.defstruct(
-            f"{name}{self._counter}",
-            fields,
-            kw_only=True,
-            forbid_unknown_fields=node.get("additionalProperties") is False,
-            # Decoded events never form cycles; untracked structs keep the collector off the
-            # hot path.
-            gc=False,
-        )
+_HEX64_LIST: Final = list[Annotated[str, Meta(min_length=64, max_length=64)]]
 
 
 def compile_events_type(strict_hashes: bool = False) -> Any:
     """The msgspec type of a whole `ConversionEvents` request body."""
     root = schema("ConversionEvents")
-    definitions = root.pop("definitions")
-    return _Compiler(definitions, strict_hashes).type_of(root, "ConversionEvents")
+    overrides = {(_USER_DATA_SCHEMA, field): _HEX64_LIST for field in HASHED_FIELDS}
+    # user_data's anyOf (its identifier rule) is checked per event by `evaluate`.
+    compiler = StructCompiler(
+        root["definitions"], nested_any_of=True, overrides=overrides if strict_hashes else None
+    )
+    return compiler.type_of(root, "ConversionEvents")
 
 
 @dataclass(frozen=True, slots=True)
