@@ -440,8 +440,9 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
     custom: dict[str, Any] = {}
     currency = properties.get("currency")
     if currency is not None:
-        currency = text(currency, "properties.currency")
-        if currency is not None:
+        if currency.__class__ is not str:
+            currency = text(currency, "properties.currency")
+        if currency:
             currency = currency.strip()
             if currency:
                 custom["currency"] = currency.upper()
