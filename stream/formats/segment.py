@@ -397,7 +397,7 @@ class SegmentMapper:
         click_id = properties.get("click_id")
         if click_id is not None:
             click_id = text(click_id, "properties.click_id")
-        if click_id is None and url is not None:
+        if click_id is None and url is not None and "epik=" in url:
             click_id = _epik(url)
         if click_id is not None:
             user_data["click_id"] = click_id
