@@ -34,18 +34,6 @@ def decode(value: bytes | None) -> dict[str, Any]:
     return message
 
 
-def mapping(
-    parent: Mapping[str, Any], key: str, path: str, reason: DeadLetterReason = "mapping_error"
-) -> Mapping[str, Any]:
-    """The object at `key`, or an empty mapping when it is absent or null."""
-    value = parent.get(key)
-    if value is None:
-        return EMPTY
-    if value.__class__ is not dict:
-        raise InvalidMessage(reason, f"{path}: expected an object")
-    return value
-
-
 def _where(path: str, key: str) -> str:
     return f"{path}.{key}" if key else path
 

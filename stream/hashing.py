@@ -212,7 +212,7 @@ class Hasher:
             hexdigest = digest(field, value) or ""  # "" remembers "omit"
             if self._cache_size > 0:
                 if len(memo) >= self._cache_size:
-                    memo.clear()
+                    memo.clear()  # in place: mappers hold these dicts (see `memos`)
                 memo[value] = hexdigest
         return hexdigest
 

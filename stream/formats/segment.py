@@ -50,7 +50,6 @@ PERSON_KEYS: Final[Mapping[str, str]] = {
 }
 # Traits also carry the address, whose keys map to the location fields.
 ADDRESS: Final = "address"
-TRAIT_KEYS: Final[Mapping[str, str]] = {**PERSON_KEYS, ADDRESS: ADDRESS}
 ADDRESS_KEYS: Final[Mapping[str, str]] = {
     "city": "ct",
     "state": "st",
