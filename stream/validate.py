@@ -24,7 +24,12 @@ import msgspec
 
 from stream.errors import DeadLetterReason
 from stream.spec import ACTION_SOURCES, EVENT_NAMES, schema
-from stream.spec.compiled import ANNOTATIONS, KEYWORDS, Alternatives, StructCompiler
+from stream.spec.compiled import (
+    ANNOTATIONS,
+    Alternatives,
+    StructCompiler,
+    refuse_unknown_keywords,
+)
 
 Problem = tuple[str, str]
 Check = Callable[[Any], Problem | None]
@@ -77,9 +82,7 @@ class _Compiler:
         self._refs: dict[str, Rule] = {}
 
     def compile(self, node: Mapping[str, Any]) -> Rule:
-        unknown = set(node) - KEYWORDS
-        if unknown:
-            raise ValueError(f"schema keyword(s) not supported: {sorted(unknown)}")
+        refuse_unknown_keywords(node)
         if "$ref" in node:
             return self._ref(node["$ref"])
         if "anyOf" in node:

@@ -32,6 +32,14 @@ _SCALARS: Final[Mapping[str, type]] = {
     "boolean": bool,
 }
 
+
+def refuse_unknown_keywords(node: Mapping[str, Any]) -> None:
+    """Raises for a keyword outside KEYWORDS: a spec update must not silently weaken a check."""
+    unknown = set(node) - KEYWORDS
+    if unknown:
+        raise ValueError(f"schema keyword(s) not supported: {sorted(unknown)}")
+
+
 # Required-key alternatives of a top-level property's `anyOf` (user_data's identifier rule).
 Alternatives = tuple[str, tuple[tuple[str, ...], ...]]
 
@@ -60,9 +68,7 @@ class StructCompiler:
         self.alternatives: list[Alternatives] = []
 
     def type_of(self, node: Mapping[str, Any], name: str, top: bool = False) -> Any:
-        unknown = set(node) - KEYWORDS
-        if unknown:
-            raise ValueError(f"schema keyword(s) not supported: {sorted(unknown)}")
+        refuse_unknown_keywords(node)
         if "$ref" in node:
             return self._ref(node["$ref"])
         if "anyOf" in node:
