@@ -13,8 +13,9 @@ GOAL_LATENCY_BOUND_RATIO = 0.8
 
 
 NOTES = (
-    "- **Profile** (`py-spy record --pid` on the forwarder during a realistic end-to-end run): "
-    "about three quarters of the main thread is `Transformer.transform` (orjson decode ~12 %, "
+    "- **Profile** (`py-spy record --pid` on the forwarder during a realistic end-to-end run, "
+    "before the transform optimisations of the same day): "
+    "about three quarters of the main thread was `Transformer.transform` (orjson decode ~12 %, "
     "the msgspec schema check ~9 %, orjson encode ~4 %, the rest spread thinly over mapping and "
     "hash-memo lookups); the other quarter is per-message bookkeeping (offset tracking, "
     "batching, response classification, delivery metrics), no single item above 3 %. The "
@@ -26,12 +27,13 @@ NOTES = (
     "~49,000 (the machine was ~1.8x slower, and loaded by other work). Wall-clock figures are "
     "further cut because the broker, the sandbox and the benchmark producer share the 2 cores: "
     "events per forwarder CPU-second is what one dedicated core would give.",
-    "- **Steady state**: at 50 % of the drain maximum the benchmark's own producer (generating "
-    "messages in Python at that rate) joins the forwarder, broker and sandbox on the 2 cores; "
-    "latency then grows run over run (a backlog builds), i.e. the machine is saturated, not "
-    "the linger. In `--quick` runs at ~5,000 events/s p50 was ~0.5 s and p99 ~1.8 s. The "
-    "forwarder's own histogram (`histogram_p50_s/p99_s` in the JSON) agrees with the "
-    "sandbox-side measurement. A fair figure needs the producer and sandbox on other cores.",
+    "- **Steady state**: the benchmark's own producer generates messages in Python on the same "
+    "2 cores; if the machine saturates, a backlog builds and latency grows run over run, and "
+    "the figure then measures the machine, not the linger (earlier loaded runs at 7,100 "
+    "events/s showed p99 13 s; this file's runs are the ones in the table).",
+    "- **Peak RSS**: above 250 MiB only at 300 ms API latency, where up to 20 requests of 1,000 "
+    "events are in flight on top of the default buffer (50,000 events / 64 MiB); a smaller "
+    "`buffer.max_events` bounds it for small pods at some cost in latency hiding.",
     "- **Scale-out**: the second process takes CPU from the same 2 cores that already run the "
     "first forwarder, the broker and the sandbox, so it cannot add throughput here.",
 )
