@@ -352,17 +352,23 @@ class App:
     def delivered(self, event: PinterestEvent, tokens: tuple[Ticket, ...]) -> None:
         now = time.time()
         event_delivered = self.metrics.event_delivered
-        self._delivered += len(tokens)
+        settle = self.tracker.settle
+        size = 0
         for ticket in tokens:
+            record = ticket.record
             event_delivered(
                 event.event_name,
                 event.action_source,
                 event.signals,
                 event.event_time,
-                ticket.record.timestamp_ms,
+                record.timestamp_ms,
                 now,
             )
-            self._settle(ticket)
+            # _settle inlined and the buffer released once: this runs for every delivered event.
+            settle(record.topic, record.partition, ticket.epoch, record.offset)
+            size += ticket.size
+        self._delivered += len(tokens)
+        self.buffer.release(size, len(tokens))
 
     def failed(self, event: PinterestEvent, tokens: tuple[Ticket, ...], failure: Failure) -> None:
         for ticket in tokens:

@@ -492,12 +492,12 @@ class BufferAccount:
         self.aside_events = events
         self.aside_bytes = size
 
-    def add(self, size: int) -> None:
-        self.events += 1
+    def add(self, size: int, events: int = 1) -> None:
+        self.events += events
         self.bytes += size
 
-    def release(self, size: int) -> None:
-        self.events -= 1
+    def release(self, size: int, events: int = 1) -> None:
+        self.events -= events
         self.bytes -= size
 
     def over(self) -> bool:
