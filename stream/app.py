@@ -317,33 +317,39 @@ class App:
         sources = self._sources
         keys = self._batch_keys
         counts: dict[str, int] = {}
-        for record in records:
-            epoch = tracker.track(record.topic, record.partition, record.offset)
-            if epoch is None:
-                continue
-            topic = record.topic
-            counts[topic] = counts.get(topic, 0) + 1
-            value = record.value
-            # The raw value stays for the DLQ and its encoded event is about as large again.
-            size = RECORD_OVERHEAD_BYTES + (len(value) * 2 if value else 0)
-            buffer.add(size)
-            ticket = Ticket(record, epoch, size)
-            # Transformer.transform never raises: bad input comes back as a DeadLetter.
-            result = transform(sources[topic], value, record.timestamp_ms)
-            if type(result) is PinterestEvent:
-                account = result.ad_account_id or self._default_account[topic]
-                key = keys.get(account)
-                if key is None:
-                    key = keys[account] = BatchKey(account, self._test)
-                batch = batcher.add(key, result, ticket)
-                if batch is not None:
-                    submit(batch)
-            elif type(result) is DeadLetter:
-                self._dead_letter(ticket, result.reason, result.message, None, 0)
-            else:
-                self._settle(ticket)
-                self._skipped += 1
-                self.metrics.event_skipped()
+        held = held_bytes = 0
+        try:
+            for record in records:
+                epoch = tracker.track(record.topic, record.partition, record.offset)
+                if epoch is None:
+                    continue
+                topic = record.topic
+                counts[topic] = counts.get(topic, 0) + 1
+                value = record.value
+                # The raw value stays for the DLQ and its encoded event is about as large again.
+                size = RECORD_OVERHEAD_BYTES + (len(value) * 2 if value else 0)
+                held += 1
+                held_bytes += size
+                ticket = Ticket(record, epoch, size)
+                # Transformer.transform never raises: bad input comes back as a DeadLetter.
+                result = transform(sources[topic], value, record.timestamp_ms)
+                if type(result) is PinterestEvent:
+                    account = result.ad_account_id or self._default_account[topic]
+                    key = keys.get(account)
+                    if key is None:
+                        key = keys[account] = BatchKey(account, self._test)
+                    batch = batcher.add(key, result, ticket)
+                    if batch is not None:
+                        submit(batch)
+                elif type(result) is DeadLetter:
+                    self._dead_letter(ticket, result.reason, result.message, None, 0)
+                else:
+                    self._settle(ticket)
+                    self._skipped += 1
+                    self.metrics.event_skipped()
+        finally:
+            # Added once per poll; nothing reads the account until this returns.
+            buffer.add(held_bytes, held)
         for topic, count in counts.items():
             self.metrics.events_consumed_from(topic, count)
 

@@ -36,7 +36,7 @@ class Batch(Generic[T]):
     tokens: tuple[tuple[T, ...], ...]
 
     def body(self) -> bytes:
-        return REQUEST_PREFIX + b",".join(event.body for event in self.events) + REQUEST_SUFFIX
+        return REQUEST_PREFIX + b",".join([event.body for event in self.events]) + REQUEST_SUFFIX
 
     @property
     def copies(self) -> int:
@@ -86,10 +86,11 @@ class Batcher(Generic[T]):
     def add(self, key: BatchKey, event: PinterestEvent, token: T) -> Batch[T] | None:
         """Adds one event; returns a batch that became complete, if any."""
         current = self._open.get(key)
+        identity = (event.event_id, event.event_name)
         if current is None:
             current = self._open[key] = _OpenBatch(self._clock())
         else:
-            position = current.index.get((event.event_id, event.event_name))
+            position = current.index.get(identity)
             if position is not None:
                 current.tokens[position].append(token)
                 return None
@@ -99,7 +100,7 @@ class Batcher(Generic[T]):
             emitted = self._seal(key, current)
             current = self._open[key] = _OpenBatch(self._clock())
             grown = current.size + len(event.body)
-        current.index[(event.event_id, event.event_name)] = len(current.events)
+        current.index[identity] = len(current.events)
         current.events.append(event)
         current.tokens.append([token])
         current.size = grown
@@ -137,7 +138,7 @@ class Batcher(Generic[T]):
 
     @staticmethod
     def _seal(key: BatchKey, batch: _OpenBatch[T]) -> Batch[T]:
-        return Batch(key, tuple(batch.events), tuple(tuple(t) for t in batch.tokens))
+        return Batch(key, tuple(batch.events), tuple(map(tuple, batch.tokens)))
 
 
 def flatten(groups: Iterable[tuple[T, ...]]) -> list[T]:
