@@ -319,8 +319,7 @@ class App:
         counts: dict[str, int] = {}
         held = held_bytes = 0
         try:
-            for record in records:
-                epoch = tracker.track(record.topic, record.partition, record.offset)
+            for record, epoch in zip(records, tracker.track_all(records), strict=True):
                 if epoch is None:
                     continue
                 topic = record.topic

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from stream.models import SourceRecord
 
 TopicPartitionKey = tuple[str, int]
 
@@ -60,15 +62,32 @@ class OffsetTracker:
 
     def track(self, topic: str, partition: int, offset: int) -> int | None:
         """Registers a consumed offset; returns the epoch to settle it with, None if unassigned."""
-        state = self._partitions.get((topic, partition))
-        if state is None:
-            return None
-        if offset <= state.last_tracked:
-            # A re-fetch (seek, resume) can repeat offsets already in flight: process them once.
-            return None
-        state.last_tracked = offset
-        state.pending.append(offset)
-        return state.epoch
+        return self.track_all([SourceRecord(topic, partition, offset, None, None, None)])[0]
+
+    def track_all(self, records: Sequence[SourceRecord]) -> list[int | None]:
+        """`track` for each record of a poll, in order: the epochs, None where not to process."""
+        partitions = self._partitions
+        epochs: list[int | None] = []
+        append = epochs.append
+        # A poll returns runs of one partition: look its state up once per run, not per record.
+        topic: str | None = None
+        partition = -1
+        state: _Partition | None = None
+        for record in records:
+            if record.partition != partition or record.topic != topic:
+                topic = record.topic
+                partition = record.partition
+                state = partitions.get((topic, partition))
+            offset = record.offset
+            if state is None or offset <= state.last_tracked:
+                # Unassigned, or a re-fetch (seek, resume) repeating offsets already in flight:
+                # process each offset once.
+                append(None)
+                continue
+            state.last_tracked = offset
+            state.pending.append(offset)
+            append(state.epoch)
+        return epochs
 
     def settle(self, topic: str, partition: int, epoch: int, offset: int) -> None:
         state = self._partitions.get((topic, partition))

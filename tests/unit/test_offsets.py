@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream.models import SourceRecord
 from stream.offsets import OffsetTracker
 
 TP = ("topic", 0)
@@ -118,3 +119,20 @@ def test_random_settle_order_never_commits_past_an_unsettled_offset(
         else:
             assert offsets[0] not in settled
     assert tracker.commit_positions() == {TP: offsets[-1] + 1}
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["topic", "other"]), st.integers(0, 2), st.integers(0, 9)))
+)
+def test_tracking_a_poll_matches_tracking_each_record(
+    polled: list[tuple[str, int, int]],
+) -> None:
+    # ("topic", 2) and every ("other", n) but ("other", 0) are not assigned.
+    assigned = [("topic", 0), ("topic", 1), ("other", 0)]
+    one_by_one, whole_poll = OffsetTracker(), OffsetTracker()
+    one_by_one.assign(assigned)
+    whole_poll.assign(assigned)
+    records = [SourceRecord(t, p, o, None, None, None) for t, p, o in polled]
+    expected = [one_by_one.track(t, p, o) for t, p, o in polled]
+    assert whole_poll.track_all(records) == expected
+    assert whole_poll.unsettled() == one_by_one.unsettled()
