@@ -255,8 +255,9 @@ def _record(message: Message) -> SourceRecord:
         message.key(),
         message.value(),
         None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
-        # A consumed message's headers are always a list of (name, value) pairs, or None.
-        cast(list[tuple[str, bytes | None]] | None, message.headers()),
+        # A consumed message's headers are always a list of (name, value) pairs, or None. The
+        # type is quoted: evaluated, it would build four typing objects (~0.35 µs) per message.
+        cast("list[tuple[str, bytes | None]] | None", message.headers()),
     )
 
 
