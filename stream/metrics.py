@@ -183,7 +183,7 @@ class Metrics:
         self._inflight_dec = self.inflight_requests.dec
         self._observe_batch = self.batch_events.labels().observe
         self._event_age = self.event_age.labels()
-        self._observe_latency = self.delivery_latency.labels().observe
+        self._latency = self.delivery_latency.labels()
         self._late_inc = self.late_events.labels().inc
         for outcome in OUTCOMES:
             self._events_child(UNKNOWN, UNKNOWN, outcome)
@@ -266,7 +266,12 @@ class Metrics:
         child.value += 1
         if kafka_timestamp_ms is not None:
             latency = now - kafka_timestamp_ms / 1000.0
-            self._observe_latency(latency if latency > 0.0 else 0.0)
+            if latency < 0.0:
+                latency = 0.0
+            # HistogramChild.observe inlined, as above.
+            histogram = self._latency
+            histogram.counts[bisect_left(histogram.bounds, latency)] += 1
+            histogram.sum += latency
         if now - event_time > LATE_AFTER_S:
             self._late_inc()
         self._record_signals(signals, event_name, now)
@@ -373,22 +378,22 @@ class CounterChild:
 
 
 class HistogramChild:
-    __slots__ = ("_bounds", "counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
+        self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
         # bisect_left puts a value equal to a bound into that bound's bucket (Prometheus' `le`).
-        self.counts[bisect_left(self._bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     def observe_all(self, values: list[float]) -> None:
         """`observe` for each value, without a call per value (a request's event ages)."""
         counts = self.counts
-        bounds = self._bounds
+        bounds = self.bounds
         total = self.sum
         for value in values:
             counts[bisect_left(bounds, value)] += 1
