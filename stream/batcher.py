@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -139,7 +139,3 @@ class Batcher(Generic[T]):
     @staticmethod
     def _seal(key: BatchKey, batch: _OpenBatch[T]) -> Batch[T]:
         return Batch(key, tuple(batch.events), tuple(map(tuple, batch.tokens)))
-
-
-def flatten(groups: Iterable[tuple[T, ...]]) -> list[T]:
-    return [token for group in groups for token in group]
