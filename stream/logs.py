@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import orjson
 
-from stream.settings import LoggingSettings, Settings
+from stream.settings import LoggingSettings, Settings, mask_url_password
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "***"
@@ -144,7 +144,7 @@ def log_config_summary(logger: logging.Logger, settings: Settings) -> None:
         settings.kafka.group_id,
         sources,
         settings.kafka.dead_letter_topic,
-        settings.pinterest.api_base_url,
+        mask_url_password(settings.pinterest.api_base_url),
         settings.pinterest.test_mode,
         settings.batching.max_events,
         settings.batching.max_bytes,
@@ -157,3 +157,5 @@ def log_config_summary(logger: logging.Logger, settings: Settings) -> None:
         settings.metrics.port,
         "file" if settings.pinterest.access_token_file else REDACTED,
     )
+    for warning in settings.security_warnings():
+        logger.warning("insecure configuration: %s", warning)

@@ -6,8 +6,8 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -25,7 +26,14 @@ from stream.errors import ConfigurationError
 
 ActionSource = Literal["web", "app_android", "app_ios", "offline"]
 ENV_PREFIX = "CAPI_STREAM_"
-SECRET_PROPERTY_MARKERS = ("password", "secret", "token", "key.pem", "jaas")
+SECRET_PROPERTY_MARKERS = ("password", "secret", "token", "key.pem", "jaas", "oauthbearer")
+MASK = "***"
+AdAccountId = Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")]
+# librdkafka properties that switch TLS certificate checks off, and the values that do it.
+_VERIFICATION_OFF = {
+    "enable.ssl.certificate.verification": "false",
+    "ssl.endpoint.identification.algorithm": "none",
+}
 
 
 class Section(BaseModel):
@@ -100,6 +108,11 @@ class KafkaSettings(Section):
     properties: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka properties for consumer and producer"
     )
+    max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Messages larger than this are dead-lettered (invalid_event) without parsing",
+    )
 
     def client_config(self) -> dict[str, str]:
         """librdkafka properties shared by the consumer and the dead-letter producer."""
@@ -132,6 +145,10 @@ class PinterestSettings(Section):
     )
     ad_account_id: str | None = Field(
         default=None, pattern=r"^\d{1,18}$", description="Default ad account for every source"
+    )
+    allowed_ad_accounts: list[AdAccountId] = Field(
+        default_factory=list,
+        description="Further ad accounts a pinterest-format message may name in ad_account_id",
     )
     access_token: SecretStr | None = Field(default=None, description="Conversions access token")
     access_token_file: Path | None = Field(
@@ -262,6 +279,29 @@ class Settings(BaseSettings):
     def ad_account_for(self, source: SourceSettings) -> str | None:
         return source.ad_account_id or self.pinterest.ad_account_id
 
+    def configured_ad_accounts(self) -> frozenset[str]:
+        """Every ad account this process may send to: the default, the sources' own and the
+        allow-list. A message naming another one is dead-lettered, so per-account state and
+        metric labels stay bounded by the configuration."""
+        accounts = {self.pinterest.ad_account_id, *(s.ad_account_id for s in self.sources)}
+        accounts.update(self.pinterest.allowed_ad_accounts)
+        return frozenset(account for account in accounts if account)
+
+    def security_warnings(self) -> list[str]:
+        """Settings that are valid but weaken transport security; said at start-up, not refused."""
+        warnings = []
+        if self.kafka.security_protocol == "SASL_PLAINTEXT":
+            warnings.append(
+                "kafka.security_protocol is SASL_PLAINTEXT: SASL credentials and every message "
+                "cross the network unencrypted; use SASL_SSL"
+            )
+        for key, off in _VERIFICATION_OFF.items():
+            if self.kafka.properties.get(key, "").strip().lower() == off:
+                warnings.append(
+                    f"kafka.properties.{key}={off}: broker TLS certificates are not verified"
+                )
+        return warnings
+
     def require_runnable(self) -> None:
         """Checks what `run` needs beyond well-formed values: credentials and accounts."""
         if self.pinterest.token_value() is None:
@@ -276,17 +316,38 @@ class Settings(BaseSettings):
                     f"source {source.source_name!r} has no ad account",
                 )
 
+    def secret_values(self) -> list[str]:
+        """Every secret this configuration holds, for the log redaction filter."""
+        secrets = [self.pinterest.token_value(), self.kafka.sasl_password_value()]
+        secrets.append(urlsplit(self.pinterest.api_base_url).password)
+        secrets += [
+            value
+            for key, value in self.kafka.properties.items()
+            if any(m in key.lower() for m in SECRET_PROPERTY_MARKERS)
+        ]
+        return [secret for secret in secrets if secret]
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret replaced by '***'."""
         data = self.model_dump(mode="json")
         for section, key in (("pinterest", "access_token"), ("kafka", "sasl_password")):
             if data[section][key] is not None:
-                data[section][key] = "***"
+                data[section][key] = MASK
+        data["pinterest"]["api_base_url"] = mask_url_password(self.pinterest.api_base_url)
         data["kafka"]["properties"] = {
-            key: "***" if any(m in key.lower() for m in SECRET_PROPERTY_MARKERS) else value
+            key: MASK if any(m in key.lower() for m in SECRET_PROPERTY_MARKERS) else value
             for key, value in data["kafka"]["properties"].items()
         }
         return data
+
+
+def mask_url_password(url: str) -> str:
+    """`url` with the password of its user-info part (https://user:secret@host) masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}"))
 
 
 def read_secret_file(path: Path, key: str) -> str:
@@ -322,7 +383,7 @@ def load_settings(
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigurationError(
-                "--config", f"{config_file} is not valid YAML: {exc}"
+                "--config", f"{config_file} is not valid YAML: {_yaml_problem(exc)}"
             ) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigurationError("--config", f"{config_file} must hold a mapping")
@@ -340,6 +401,14 @@ def load_settings(
         if saved_environ is not None:
             os.environ.clear()
             os.environ.update(saved_environ)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's own text quotes the offending line, which may hold a token: position only.
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem or 'syntax error'} (line {mark.line + 1}, column {mark.column + 1})"
+    return "syntax error"
 
 
 def _describe(exc: ValidationError) -> tuple[str, str]:

@@ -25,5 +25,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.offline:
         settings.require_runnable()
     yaml.safe_dump(settings.masked(), sys.stdout, sort_keys=False)
+    for warning in settings.security_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print("configuration OK", file=sys.stderr)
     return 0

@@ -19,8 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     settings.require_runnable()
-    token = settings.pinterest.token_value()
-    configure_logging(settings.logging, secrets=[token] if token else [])
+    configure_logging(settings.logging, secrets=settings.secret_values())
     log_config_summary(logging.getLogger("stream"), settings)
     # Imported here so configuration errors surface before aiohttp and Kafka load.
     from stream.app import App

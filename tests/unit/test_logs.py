@@ -133,3 +133,21 @@ def test_config_summary_masks_the_token(caplog: pytest.LogCaptureFixture) -> Non
     assert "token=***" in message
     assert "web(segment→549755885175)" in message
     assert "app(segment→549755885175)" in message
+
+
+def test_config_summary_masks_a_url_password_and_warns_about_weak_transport(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = load_settings(
+        environ={
+            "CAPI_STREAM_PINTEREST__API_BASE_URL": f"https://proxy:{TOKEN}@api.example.com",
+            "CAPI_STREAM_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        }
+    )
+    with caplog.at_level(logging.INFO):
+        log_config_summary(logging.getLogger("stream.summary"), settings)
+    summary, warning = caplog.records
+    assert TOKEN not in summary.getMessage()
+    assert "api=https://proxy:***@api.example.com" in summary.getMessage()
+    assert warning.levelno == logging.WARNING
+    assert "SASL_PLAINTEXT" in warning.getMessage()
