@@ -14,6 +14,10 @@ import pycountry
 
 from stream.spec import HASHED_FIELDS
 
+# DESIGN §4: per-message work is capped; a hostile message may carry thousands of values.
+MAX_VALUES_PER_FIELD: Final = 50
+# Longer values (a 400 KB "email") are hashed but not remembered: the memo is bounded in bytes.
+MEMO_MAX_VALUE_CHARS: Final = 256
 _HEX64: Final = re.compile(r"[0-9A-Fa-f]{64}")
 _NOT_DIGIT: Final = re.compile(r"[^0-9]+")
 _DATE: Final = re.compile(r"([0-9]{4})-?([0-9]{2})-?([0-9]{2})(?:[T ].*)?", re.DOTALL)
@@ -191,13 +195,18 @@ class Hasher:
 
     Results are memoized per field: the same email or city recurs across a visitor's events,
     and a hit costs one dict lookup instead of normalizing and hashing again. Each field's memo
-    is cleared when it reaches `cache_size`, which bounds memory without LRU bookkeeping
-    (at most 12 fields x 8,192 entries: a few tens of MB even if every value is distinct).
+    is cleared when it reaches `cache_size`, and values longer than `MEMO_MAX_VALUE_CHARS` are
+    never kept, which bounds the memo in bytes without LRU bookkeeping (at most 12 fields x
+    8,192 entries of a few hundred bytes: about 30 MB even if every value is distinct).
+
+    A field keeps at most `MAX_VALUES_PER_FIELD` distinct hashes per event; what a hostile
+    message carries beyond that is dropped and counted in `truncated` (per field).
     """
 
     def __init__(self, cache_size: int = 8192) -> None:
         self._cache_size = cache_size
         self._memo: dict[str, dict[str, str]] = {field: {} for field in HASHED_FIELDS}
+        self.truncated: dict[str, int] = dict.fromkeys(HASHED_FIELDS, 0)
 
     @property
     def memos(self) -> Mapping[str, Mapping[str, str]]:
@@ -210,20 +219,26 @@ class Hasher:
         hexdigest = memo.get(value)
         if hexdigest is None:
             hexdigest = digest(field, value) or ""  # "" remembers "omit"
-            if self._cache_size > 0:
+            if self._cache_size > 0 and len(value) <= MEMO_MAX_VALUE_CHARS:
                 if len(memo) >= self._cache_size:
                     memo.clear()  # in place: mappers hold these dicts (see `memos`)
                 memo[value] = hexdigest
         return hexdigest
 
     def hash_values(self, field: str, values: list[str]) -> list[str]:
-        """Hashes of the values that survive normalization, first occurrence first."""
+        """Hashes of the values that survive normalization, first occurrence first, at most
+        `MAX_VALUES_PER_FIELD` of them."""
         if len(values) == 1:
             only = self._memo[field].get(values[0]) or self.one(field, values[0])
             return [only] if only else []
         result: list[str] = []
+        seen: set[str] = set()
         for value in values:
             hexdigest = self.one(field, value)
-            if hexdigest and hexdigest not in result:
+            if hexdigest and hexdigest not in seen:
+                if len(result) == MAX_VALUES_PER_FIELD:
+                    self.truncated[field] += 1
+                    continue
+                seen.add(hexdigest)
                 result.append(hexdigest)
         return result

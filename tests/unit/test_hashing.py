@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.hashing import HASHED_FIELDS, Hasher, digest, normalize
+from stream.hashing import (
+    HASHED_FIELDS,
+    MAX_VALUES_PER_FIELD,
+    MEMO_MAX_VALUE_CHARS,
+    Hasher,
+    digest,
+    normalize,
+)
 
 VECTORS: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent.parent / "data" / "hash-vectors.json").read_text()
@@ -106,3 +113,21 @@ def test_hashing_is_idempotent_on_its_own_output(field: str, raw: str) -> None:
     first = digest(field, raw)
     if first is not None:
         assert digest(field, first) == first
+
+
+def test_a_field_keeps_at_most_50_distinct_hashes_and_counts_the_rest() -> None:
+    hasher = Hasher()
+    values = [f"user{i}@example.com" for i in range(20_000)]
+    result = hasher.hash_values("em", values + values[:10])
+    assert result == [digest("em", v) for v in values[:MAX_VALUES_PER_FIELD]]
+    assert hasher.truncated["em"] == 20_000 - MAX_VALUES_PER_FIELD
+    assert hasher.truncated["ph"] == 0
+
+
+def test_long_values_are_hashed_but_not_memoized() -> None:
+    hasher = Hasher()
+    long_value = "x" * (MEMO_MAX_VALUE_CHARS + 1) + "@example.com"
+    assert hasher.one("em", long_value) == digest("em", long_value)
+    assert long_value not in hasher.memos["em"]
+    assert hasher.one("em", "short@example.com")
+    assert "short@example.com" in hasher.memos["em"]
