@@ -128,8 +128,9 @@ async def send_one(client: PinterestClient, account: str) -> Answer:
     elapsed = _ms(started)
     if response.status is None:
         return Answer(account, event["event_id"], None, elapsed, error=response.error)
+    # Pinterest sends `120000, 120000;w=60;name="…"`: the first figure is the one that counts.
     limits = tuple(
-        (name.lower(), value)
+        (name.lower(), value.split(",", 1)[0].strip())
         for name, value in (response.headers or {}).items()
         if name.lower().startswith(RATE_LIMIT_PREFIX)
     )

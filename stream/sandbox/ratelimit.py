@@ -7,6 +7,13 @@ from dataclasses import dataclass
 from typing import Final
 
 WINDOW_S: Final = 60.0
+# Pinterest's quota name for the Conversions API, as its x-ratelimit-limit header spells it.
+QUOTA_NAME: Final = "ads_conversions_ad_account_id"
+
+
+def limit_header(limit: int) -> str:
+    """x-ratelimit-limit as Pinterest sends it: `120000, 120000;w=60;name="…"`."""
+    return f'{limit}, {limit};w={WINDOW_S:.0f};name="{QUOTA_NAME}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +27,7 @@ class Quota:
 
     def headers(self) -> dict[str, str]:
         return {
-            "x-ratelimit-limit": str(self.limit),
+            "x-ratelimit-limit": limit_header(self.limit),
             "x-ratelimit-remaining": str(self.remaining),
             "x-ratelimit-reset": str(self.reset_s),
         }

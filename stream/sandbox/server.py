@@ -35,8 +35,9 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,14 +48,17 @@ from stream.errors import ConfigurationError
 from stream.sandbox.checks import BodyChecker, RequestInvalid, all_pass, evaluate, warning_for
 from stream.sandbox.faults import Faults
 from stream.sandbox.page import render_page
-from stream.sandbox.ratelimit import RateLimiter
+from stream.sandbox.ratelimit import RateLimiter, limit_header
 from stream.sandbox.recording import Recorder
 from stream.sandbox.stats import Stats
 
 logger = logging.getLogger(__name__)
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ACCOUNT_ID: Final = re.compile(r"\d{1,18}")
 TEST_MODE_EVENTS: Final = 20
+# Spellings of `?test=` that a client's boolean serialisation may produce (true, 1, …).
+TRUTHY: Final = frozenset({"true", "1", "yes", "on", "t", "y"})
 HANG_POLL_S: Final = 0.1
 _PROCESSED: Final = {"status": "processed", "error_message": "", "warning_message": ""}
 _MESSAGES: Final = {
@@ -67,6 +71,7 @@ _MESSAGES: Final = {
         "This request exceeded a rate limit. This can happen if the client exceeds one of the "
         "published rate limits within a short time window.",
     ),
+    405: (405, "Method not allowed."),
     500: (1, "Internal error."),
     502: (1, "Bad gateway."),
     503: (
@@ -93,10 +98,22 @@ class SandboxConfig:
     tls_key: Path | None = None
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer has Pinterest's JSON body, even aiohttp's own 404 and 405."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _error(exc.status, HTTPStatus(exc.status).phrase + ".", allow)
+
+
 def _error(
     status: int, message: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
-    code, default = _MESSAGES[status]
+    code, default = _MESSAGES.get(status, (status, HTTPStatus(status).phrase + "."))
     return web.Response(
         status=status,
         body=orjson.dumps({"code": code, "message": message or default}),
@@ -122,7 +139,7 @@ class Sandbox:
         self.closing = False
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[json_errors])
         app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", self.post_events)
         app.router.add_get("/_stats", self.get_stats)
         app.router.add_get("/", self.get_page)
@@ -153,7 +170,10 @@ class Sandbox:
             self.stats.count_request("hang")
             return await self._hang(request)
         if fate == "throttle_429":
-            headers = {"x-ratelimit-limit": str(faults.rate_limit), "x-ratelimit-remaining": "0"}
+            headers = {
+                "x-ratelimit-limit": limit_header(faults.rate_limit),
+                "x-ratelimit-remaining": "0",
+            }
             return self._counted(_error(429, headers=headers | {"x-ratelimit-reset": "1"}))
         if fate != "ok":
             return self._counted(_error(int(fate.removeprefix("error_"))))
@@ -169,7 +189,7 @@ class Sandbox:
         if not quota.allowed:
             return self._counted(_error(429, headers=headers))
         raw = await request.read()
-        test = request.query.get("test", "").lower() == "true"
+        test = request.query.get("test", "").strip().lower() in TRUTHY
         # A batch decodes into thousands of short-lived containers without cycles, which
         # reference counting frees; letting the cyclic collector rescan them costs more than
         # all the checks together.

@@ -187,7 +187,9 @@ def test_rate_limit_headers_and_429(sandbox_clean: SandboxProcess) -> None:
     for _ in range(3):
         answer = sandbox_clean.send([valid_event()])
         assert answer.status == 200
-        assert answer.headers["x-ratelimit-limit"] == "3"
+        assert (
+            answer.headers["x-ratelimit-limit"] == '3, 3;w=60;name="ads_conversions_ad_account_id"'
+        )
         assert 1 <= int(answer.headers["x-ratelimit-reset"]) <= 60
         remaining.append(answer.headers["x-ratelimit-remaining"])
     assert remaining == ["2", "1", "0"]
@@ -410,3 +412,36 @@ def test_status_page(sandbox_clean: SandboxProcess) -> None:
 def test_non_loopback_host_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sandbox", "--host", "192.0.2.1"]) == 2
     assert "--host" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spelling", ["true", "True", "1", "yes", "on"])
+def test_truthy_spellings_of_test_are_test_mode(
+    sandbox_clean: SandboxProcess, spelling: str
+) -> None:
+    answer = sandbox_clean.request(
+        "POST",
+        f"/v5/ad_accounts/{DEFAULT_AD_ACCOUNT}/events?test={spelling}",
+        {"data": [valid_event("truthy")]},
+        headers={"Authorization": f"Bearer {sandbox_clean.token}"},
+    )
+    assert answer.status == 200
+    assert sandbox_clean.stats()["events"]["test"] == 1
+    assert sandbox_clean.events() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v5/ad_accounts/123/events", 405),
+        ("POST", "/v5/ad_accounts/123/nothing-here", 404),
+        ("GET", "/v5/nowhere", 404),
+    ],
+)
+def test_every_error_answer_is_pinterest_json(
+    sandbox_clean: SandboxProcess, method: str, path: str, status: int
+) -> None:
+    answer = sandbox_clean.request(method, path, {"data": []} if method == "POST" else None)
+    assert answer.status == status
+    assert answer.headers["content-type"].startswith("application/json")
+    assert isinstance(answer.body["code"], int)
+    assert answer.body["message"]
