@@ -13,25 +13,17 @@ from typing import Generic, Protocol, TypeVar
 from stream.batcher import Batch
 from stream.errors import DeadLetterReason
 from stream.logs import RateLimitedLogger
-from stream.metrics import Metrics, RetryReason
+from stream.metrics import Metrics
 from stream.models import PinterestEvent
 from stream.pacing import ConcurrencyLimiter, RequestBudget
-from stream.pinterest.classify import ApiResponse, Verdict, classify
+from stream.pinterest.classify import ApiResponse, Classification, classify
+from stream.policy import Bisect, Decision, GiveUp, Pause, Reject, Retry, Settle, decide, hold
 from stream.retry import Backoff, RetryState
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
 
 log = logging.getLogger(__name__)
-
-# The classifier's reasons, as the retries_total metric names them.
-RETRY_METRIC_REASONS: dict[str, RetryReason] = {
-    "rate_limited": "rate_limited",
-    "server_error": "server_error",
-    "timeout": "timeout",
-    "connection_error": "connection_error",
-    "bad_response": "server_error",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +63,14 @@ class AccountState:
         self.ad_account_id = ad_account_id
         self.limiter = limiter
         self.budget = budget
-        self.setup_error: Verdict | None = None
+        self.setup_error: Classification | None = None
         self._probing = False
         self._recovered = asyncio.Event()
 
-    def enter_setup_error(self, verdict: Verdict) -> bool:
+    def enter_setup_error(self, answer: Classification) -> bool:
         """Records the error; True when the account was fine until now."""
         first = self.setup_error is None
-        self.setup_error = verdict
+        self.setup_error = answer
         self._recovered.clear()
         return first
 
@@ -106,11 +98,12 @@ class AccountState:
 class Dispatcher(Generic[T]):
     """Delivers each submitted batch in its own task until every event in it is settled.
 
-    Per batch: wait for a concurrency slot → send → classify. Per-event answers settle events
-    (processed → delivered, failed → dead letter); retriable failures back off and resend the
-    same batch within the retry budget, then dead-letter it as retries_exhausted; a request
-    refused as a whole (400) is bisected down to the offending events; setup errors pause the
-    account and never dead-letter. Processed events are never sent again.
+    Per batch: wait for a concurrency slot and the request budget → send → classify → do what
+    `stream.policy.decide` says. Per-event answers settle events (processed → delivered,
+    failed → dead letter); retriable failures back off and resend the same batch within the
+    retry budget, then dead-letter it as retries_exhausted; a request refused as a whole (400)
+    is bisected down to the offending events; setup errors pause the account and never
+    dead-letter. Processed events are never sent again.
     """
 
     def __init__(
@@ -218,50 +211,87 @@ class Dispatcher(Generic[T]):
                     limiter.give_back()
                     continue
                 await account.budget.acquire()
-                verdict, elapsed = await self._request(batch, limiter)
+                answer, elapsed = await self._request(batch, limiter)
                 attempts += 1
-                if verdict.retry_after is not None and verdict.reason == "rate_limited":
-                    account.budget.hold(verdict.retry_after)
-                elif verdict.exhausted_for is not None:
-                    account.budget.hold(verdict.exhausted_for)
-                limiter.release(elapsed, congested=verdict.kind == "retry")
-                if verdict.kind == "setup_error" and self._credentials_changed(verdict):
-                    # A rotated token (e.g. a Kubernetes Secret update): try it right away.
-                    continue
-                if verdict.kind == "setup_error":
-                    if account.enter_setup_error(verdict):
-                        log.error(
-                            "ad account %s paused: HTTP %s %s; probing every %ss",
-                            account.ad_account_id,
-                            verdict.status,
-                            verdict.message,
-                            self._probe_s,
-                        )
-                        self._metrics.setup_error_changed(account.ad_account_id, verdict.status)
-                    if probing:
-                        await self._sleep(self._probe_s)
+                held = hold(answer)
+                if held is not None:
+                    account.budget.hold(held)
+                limiter.release(elapsed, congested=answer.kind.retriable)
+                decision = decide(answer, len(batch.events), retry)
+                if isinstance(decision, Pause):
+                    # A rotated token (e.g. a Kubernetes Secret update) is tried right away.
+                    if not self._credentials_changed(answer):
+                        self._pause(account, answer)
+                        if probing:
+                            await self._sleep(self._probe_s)
                     continue
                 if account.recover():
                     log.warning("ad account %s accepts requests again", account.ad_account_id)
                     self._metrics.setup_error_changed(account.ad_account_id, None)
-                if verdict.kind == "retry":
-                    if await self._backed_off(batch, retry, verdict, attempts):
-                        continue
+                if not await self._carry_out(decision, batch, retry, answer, attempts):
                     return
-                if verdict.kind == "request_invalid":
-                    await self._bisect(batch, retry, verdict, attempts)
-                    return
-                self._settle(batch, verdict, attempts)
-                return
         finally:
             if probing:
                 account.release_probe()
 
-    def _credentials_changed(self, verdict: Verdict) -> bool:
-        refresh = self._refresh_credentials
-        return verdict.status == 401 and refresh is not None and refresh()
+    async def _carry_out(
+        self,
+        decision: Decision,
+        batch: Batch[T],
+        retry: RetryState,
+        answer: Classification,
+        attempts: int,
+    ) -> bool:
+        """Does what the policy decided; True when the batch is to be sent again."""
+        match decision:
+            case Retry(delay=delay, reason=reason):
+                self._metrics.retry_scheduled(reason)
+                log.debug("retrying %d events in %.2fs: %s", len(batch.events), delay, reason)
+                await self._sleep(delay)
+                return True
+            case GiveUp(reason=reason, message=message):
+                self._storms.error(
+                    f"exhausted:{batch.key.ad_account_id}:{answer.reason}",
+                    "retries exhausted for %d events of ad account %s after %d attempts (%s): "
+                    "dead-lettering them",
+                    len(batch.events),
+                    batch.key.ad_account_id,
+                    attempts,
+                    answer.reason,
+                )
+                failure = Failure(reason, message, answer.status, attempts)
+                for event, tokens in zip(batch.events, batch.tokens, strict=True):
+                    self._outcomes.failed(event, tokens, failure)
+            case Bisect():
+                first, second = batch.halves()
+                await asyncio.gather(
+                    self._deliver(first, retry, attempts), self._deliver(second, retry, attempts)
+                )
+            case Reject(reason=reason, message=message):
+                failure = Failure(reason, message, answer.status, attempts)
+                self._outcomes.failed(batch.events[0], batch.tokens[0], failure)
+            case Settle(reason=reason):
+                self._settle(batch, answer, reason, attempts)
+        return False
 
-    async def _request(self, batch: Batch[T], limiter: ConcurrencyLimiter) -> tuple[Verdict, float]:
+    def _pause(self, account: AccountState, answer: Classification) -> None:
+        if account.enter_setup_error(answer):
+            log.error(
+                "ad account %s paused: HTTP %s %s; probing every %ss",
+                account.ad_account_id,
+                answer.status,
+                answer.message,
+                self._probe_s,
+            )
+            self._metrics.setup_error_changed(account.ad_account_id, answer.status)
+
+    def _credentials_changed(self, answer: Classification) -> bool:
+        refresh = self._refresh_credentials
+        return answer.status == 401 and refresh is not None and refresh()
+
+    async def _request(
+        self, batch: Batch[T], limiter: ConcurrencyLimiter
+    ) -> tuple[Classification, float]:
         """Sends once, holding a slot already acquired from `limiter`."""
         metrics = self._metrics
         metrics.request_started()
@@ -281,58 +311,15 @@ class Dispatcher(Generic[T]):
         )
         return classify(response, len(batch.events), self._clock()), elapsed
 
-    async def _backed_off(
-        self, batch: Batch[T], retry: RetryState, verdict: Verdict, attempts: int
-    ) -> bool:
-        """Sleeps before the next attempt; False (after dead-lettering) once the budget is spent."""
-        delay = retry.next_delay(verdict.retry_after)
-        if delay is None:
-            self._storms.error(
-                f"exhausted:{batch.key.ad_account_id}:{verdict.reason}",
-                "retries exhausted for %d events of ad account %s after %d attempts (%s): "
-                "dead-lettering them",
-                len(batch.events),
-                batch.key.ad_account_id,
-                attempts,
-                verdict.reason,
-            )
-            failure = Failure(
-                "retries_exhausted",
-                verdict.message or (verdict.reason or "retry").replace("_", " "),
-                verdict.status,
-                attempts,
-            )
-            for event, tokens in zip(batch.events, batch.tokens, strict=True):
-                self._outcomes.failed(event, tokens, failure)
-            return False
-        self._metrics.retry_scheduled(RETRY_METRIC_REASONS[verdict.reason or "server_error"])
-        log.debug("retrying %d events in %.2fs: %s", len(batch.events), delay, verdict.reason)
-        await self._sleep(delay)
-        return True
-
-    async def _bisect(
-        self, batch: Batch[T], retry: RetryState, verdict: Verdict, attempts: int
+    def _settle(
+        self, batch: Batch[T], answer: Classification, reason: DeadLetterReason, attempts: int
     ) -> None:
-        if len(batch.events) == 1:
-            failure = Failure("request_invalid", verdict.message, verdict.status, attempts)
-            self._outcomes.failed(batch.events[0], batch.tokens[0], failure)
-            return
-        first, second = batch.halves()
-        await asyncio.gather(
-            self._deliver(first, retry, attempts), self._deliver(second, retry, attempts)
-        )
-
-    def _settle(self, batch: Batch[T], verdict: Verdict, attempts: int) -> None:
         outcomes = self._outcomes
-        for event, tokens, outcome in zip(
-            batch.events, batch.tokens, verdict.outcomes, strict=True
-        ):
+        for event, tokens, outcome in zip(batch.events, batch.tokens, answer.outcomes, strict=True):
             if outcome.processed:
                 outcomes.delivered(event, tokens)
             else:
-                failure = Failure(
-                    "rejected_by_pinterest", outcome.message, verdict.status, attempts
-                )
+                failure = Failure(reason, outcome.message, answer.status, attempts)
                 outcomes.failed(event, tokens, failure)
 
 
