@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -14,24 +13,17 @@ from typing import Generic, Protocol, TypeVar
 from stream.batcher import Batch
 from stream.errors import DeadLetterReason
 from stream.logs import RateLimitedLogger
-from stream.metrics import Metrics, RetryReason
+from stream.metrics import Metrics
 from stream.models import PinterestEvent
-from stream.pinterest.classify import ApiResponse, Verdict, classify
+from stream.pacing import ConcurrencyLimiter, RequestBudget
+from stream.pinterest.classify import ApiResponse, Classification, classify
+from stream.policy import Bisect, Decision, GiveUp, Pause, Reject, Retry, Settle, decide, hold
 from stream.retry import Backoff, RetryState
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
 
 log = logging.getLogger(__name__)
-
-# The classifier's reasons, as the retries_total metric names them.
-RETRY_METRIC_REASONS: dict[str, RetryReason] = {
-    "rate_limited": "rate_limited",
-    "server_error": "server_error",
-    "timeout": "timeout",
-    "connection_error": "connection_error",
-    "bad_response": "server_error",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,126 +50,6 @@ class Outcomes(Protocol[T_contra]):
     ) -> None: ...
 
 
-class ConcurrencyLimiter:
-    """Bounds the in-flight requests of one ad account, adapting the bound AIMD-style.
-
-    The limit grows by one after a full window of `limit` uncongested requests whose latency
-    stays within `spike_ratio` of the moving average, and is multiplied by `decrease` (at most
-    once per window) on congestion: 429, 5xx, timeouts or a latency spike. It never leaves
-    [1, maximum]. FIFO: a waiter is never overtaken by a later `acquire`.
-    """
-
-    def __init__(
-        self,
-        initial: int,
-        maximum: int,
-        on_change: Callable[[int], None] | None = None,
-        decrease: float = 0.9,
-        spike_ratio: float = 2.0,
-    ) -> None:
-        self.maximum = maximum
-        self.limit = max(1, min(initial, maximum))
-        self.inflight = 0
-        self._on_change = on_change
-        self._decrease = decrease
-        self._spike_ratio = spike_ratio
-        self._average: float | None = None
-        self._window = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self.inflight < self.limit and not self._waiters:
-            self.inflight += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                # The slot was handed over just as we were cancelled: pass it on.
-                self.inflight -= 1
-                self._wake()
-            else:
-                self._waiters.remove(waiter)
-            raise
-
-    def release(self, latency_s: float, congested: bool) -> None:
-        self.inflight -= 1
-        spike = self._average is not None and latency_s > self._average * self._spike_ratio
-        if congested or spike:
-            if self._window >= 0:
-                self._set(max(1, int(self.limit * self._decrease)))
-                # Ignore the congestion reports of requests already in flight at the cut.
-                self._window = -self.inflight
-        else:
-            self._window += 1
-            if self._window >= self.limit:
-                self._window = 0
-                self._set(min(self.maximum, self.limit + 1))
-        if not spike:
-            self._average = (
-                latency_s if self._average is None else 0.9 * self._average + 0.1 * latency_s
-            )
-        self._wake()
-
-    def give_back(self) -> None:
-        """Returns a slot unused (or abandoned): no latency sample, no adaptation."""
-        self.inflight -= 1
-        self._wake()
-
-    def _set(self, limit: int) -> None:
-        if limit != self.limit:
-            self.limit = limit
-            if self._on_change is not None:
-                self._on_change(limit)
-
-    def _wake(self) -> None:
-        while self._waiters and self.inflight < self.limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self.inflight += 1
-                waiter.set_result(None)
-
-
-class RequestBudget:
-    """Paces one ad account's requests: at most `per_minute` in any 60 s window, and none
-    before a time the server asked for (429 Retry-After / x-ratelimit-reset, or an exhausted
-    x-ratelimit-remaining), so one throttled request stops its siblings too."""
-
-    WINDOW_S = 60.0
-
-    def __init__(
-        self,
-        per_minute: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._sleep = sleep
-        self._sent: deque[float] = deque()
-        self._not_before = 0.0
-
-    async def acquire(self) -> None:
-        while True:
-            now = self._clock()
-            sent = self._sent
-            while sent and sent[0] <= now - self.WINDOW_S:
-                sent.popleft()
-            wait = self._not_before - now
-            if len(sent) >= self.per_minute:
-                wait = max(wait, sent[0] + self.WINDOW_S - now)
-            if wait <= 0:
-                sent.append(now)
-                return
-            await self._sleep(wait)
-
-    def hold(self, seconds: float) -> None:
-        """No request of this account before `seconds` from now."""
-        self._not_before = max(self._not_before, self._clock() + seconds)
-
-
 class AccountState:
     """One ad account: its concurrency limiter and, after a 401/403/404, its setup error.
 
@@ -191,14 +63,14 @@ class AccountState:
         self.ad_account_id = ad_account_id
         self.limiter = limiter
         self.budget = budget
-        self.setup_error: Verdict | None = None
+        self.setup_error: Classification | None = None
         self._probing = False
         self._recovered = asyncio.Event()
 
-    def enter_setup_error(self, verdict: Verdict) -> bool:
+    def enter_setup_error(self, answer: Classification) -> bool:
         """Records the error; True when the account was fine until now."""
         first = self.setup_error is None
-        self.setup_error = verdict
+        self.setup_error = answer
         self._recovered.clear()
         return first
 
@@ -226,11 +98,12 @@ class AccountState:
 class Dispatcher(Generic[T]):
     """Delivers each submitted batch in its own task until every event in it is settled.
 
-    Per batch: wait for a concurrency slot → send → classify. Per-event answers settle events
-    (processed → delivered, failed → dead letter); retriable failures back off and resend the
-    same batch within the retry budget, then dead-letter it as retries_exhausted; a request
-    refused as a whole (400) is bisected down to the offending events; setup errors pause the
-    account and never dead-letter. Processed events are never sent again.
+    Per batch: wait for a concurrency slot and the request budget → send → classify → do what
+    `stream.policy.decide` says. Per-event answers settle events (processed → delivered,
+    failed → dead letter); retriable failures back off and resend the same batch within the
+    retry budget, then dead-letter it as retries_exhausted; a request refused as a whole (400)
+    is bisected down to the offending events; setup errors pause the account and never
+    dead-letter. Processed events are never sent again.
     """
 
     def __init__(
@@ -338,50 +211,87 @@ class Dispatcher(Generic[T]):
                     limiter.give_back()
                     continue
                 await account.budget.acquire()
-                verdict, elapsed = await self._request(batch, limiter)
+                answer, elapsed = await self._request(batch, limiter)
                 attempts += 1
-                if verdict.retry_after is not None and verdict.reason == "rate_limited":
-                    account.budget.hold(verdict.retry_after)
-                elif verdict.exhausted_for is not None:
-                    account.budget.hold(verdict.exhausted_for)
-                limiter.release(elapsed, congested=verdict.kind == "retry")
-                if verdict.kind == "setup_error" and self._credentials_changed(verdict):
-                    # A rotated token (e.g. a Kubernetes Secret update): try it right away.
-                    continue
-                if verdict.kind == "setup_error":
-                    if account.enter_setup_error(verdict):
-                        log.error(
-                            "ad account %s paused: HTTP %s %s; probing every %ss",
-                            account.ad_account_id,
-                            verdict.status,
-                            verdict.message,
-                            self._probe_s,
-                        )
-                        self._metrics.setup_error_changed(account.ad_account_id, verdict.status)
-                    if probing:
-                        await self._sleep(self._probe_s)
+                held = hold(answer)
+                if held is not None:
+                    account.budget.hold(held)
+                limiter.release(elapsed, congested=answer.kind.retriable)
+                decision = decide(answer, len(batch.events), retry)
+                if isinstance(decision, Pause):
+                    # A rotated token (e.g. a Kubernetes Secret update) is tried right away.
+                    if not self._credentials_changed(answer):
+                        self._pause(account, answer)
+                        if probing:
+                            await self._sleep(self._probe_s)
                     continue
                 if account.recover():
                     log.warning("ad account %s accepts requests again", account.ad_account_id)
                     self._metrics.setup_error_changed(account.ad_account_id, None)
-                if verdict.kind == "retry":
-                    if await self._backed_off(batch, retry, verdict, attempts):
-                        continue
+                if not await self._carry_out(decision, batch, retry, answer, attempts):
                     return
-                if verdict.kind == "request_invalid":
-                    await self._bisect(batch, retry, verdict, attempts)
-                    return
-                self._settle(batch, verdict, attempts)
-                return
         finally:
             if probing:
                 account.release_probe()
 
-    def _credentials_changed(self, verdict: Verdict) -> bool:
-        refresh = self._refresh_credentials
-        return verdict.status == 401 and refresh is not None and refresh()
+    async def _carry_out(
+        self,
+        decision: Decision,
+        batch: Batch[T],
+        retry: RetryState,
+        answer: Classification,
+        attempts: int,
+    ) -> bool:
+        """Does what the policy decided; True when the batch is to be sent again."""
+        match decision:
+            case Retry(delay=delay, reason=reason):
+                self._metrics.retry_scheduled(reason)
+                log.debug("retrying %d events in %.2fs: %s", len(batch.events), delay, reason)
+                await self._sleep(delay)
+                return True
+            case GiveUp(reason=reason, message=message):
+                self._storms.error(
+                    f"exhausted:{batch.key.ad_account_id}:{answer.reason}",
+                    "retries exhausted for %d events of ad account %s after %d attempts (%s): "
+                    "dead-lettering them",
+                    len(batch.events),
+                    batch.key.ad_account_id,
+                    attempts,
+                    answer.reason,
+                )
+                failure = Failure(reason, message, answer.status, attempts)
+                for event, tokens in zip(batch.events, batch.tokens, strict=True):
+                    self._outcomes.failed(event, tokens, failure)
+            case Bisect():
+                first, second = batch.halves()
+                await asyncio.gather(
+                    self._deliver(first, retry, attempts), self._deliver(second, retry, attempts)
+                )
+            case Reject(reason=reason, message=message):
+                failure = Failure(reason, message, answer.status, attempts)
+                self._outcomes.failed(batch.events[0], batch.tokens[0], failure)
+            case Settle(reason=reason):
+                self._settle(batch, answer, reason, attempts)
+        return False
 
-    async def _request(self, batch: Batch[T], limiter: ConcurrencyLimiter) -> tuple[Verdict, float]:
+    def _pause(self, account: AccountState, answer: Classification) -> None:
+        if account.enter_setup_error(answer):
+            log.error(
+                "ad account %s paused: HTTP %s %s; probing every %ss",
+                account.ad_account_id,
+                answer.status,
+                answer.message,
+                self._probe_s,
+            )
+            self._metrics.setup_error_changed(account.ad_account_id, answer.status)
+
+    def _credentials_changed(self, answer: Classification) -> bool:
+        refresh = self._refresh_credentials
+        return answer.status == 401 and refresh is not None and refresh()
+
+    async def _request(
+        self, batch: Batch[T], limiter: ConcurrencyLimiter
+    ) -> tuple[Classification, float]:
         """Sends once, holding a slot already acquired from `limiter`."""
         metrics = self._metrics
         metrics.request_started()
@@ -401,58 +311,15 @@ class Dispatcher(Generic[T]):
         )
         return classify(response, len(batch.events), self._clock()), elapsed
 
-    async def _backed_off(
-        self, batch: Batch[T], retry: RetryState, verdict: Verdict, attempts: int
-    ) -> bool:
-        """Sleeps before the next attempt; False (after dead-lettering) once the budget is spent."""
-        delay = retry.next_delay(verdict.retry_after)
-        if delay is None:
-            self._storms.error(
-                f"exhausted:{batch.key.ad_account_id}:{verdict.reason}",
-                "retries exhausted for %d events of ad account %s after %d attempts (%s): "
-                "dead-lettering them",
-                len(batch.events),
-                batch.key.ad_account_id,
-                attempts,
-                verdict.reason,
-            )
-            failure = Failure(
-                "retries_exhausted",
-                verdict.message or (verdict.reason or "retry").replace("_", " "),
-                verdict.status,
-                attempts,
-            )
-            for event, tokens in zip(batch.events, batch.tokens, strict=True):
-                self._outcomes.failed(event, tokens, failure)
-            return False
-        self._metrics.retry_scheduled(RETRY_METRIC_REASONS[verdict.reason or "server_error"])
-        log.debug("retrying %d events in %.2fs: %s", len(batch.events), delay, verdict.reason)
-        await self._sleep(delay)
-        return True
-
-    async def _bisect(
-        self, batch: Batch[T], retry: RetryState, verdict: Verdict, attempts: int
+    def _settle(
+        self, batch: Batch[T], answer: Classification, reason: DeadLetterReason, attempts: int
     ) -> None:
-        if len(batch.events) == 1:
-            failure = Failure("request_invalid", verdict.message, verdict.status, attempts)
-            self._outcomes.failed(batch.events[0], batch.tokens[0], failure)
-            return
-        first, second = batch.halves()
-        await asyncio.gather(
-            self._deliver(first, retry, attempts), self._deliver(second, retry, attempts)
-        )
-
-    def _settle(self, batch: Batch[T], verdict: Verdict, attempts: int) -> None:
         outcomes = self._outcomes
-        for event, tokens, outcome in zip(
-            batch.events, batch.tokens, verdict.outcomes, strict=True
-        ):
+        for event, tokens, outcome in zip(batch.events, batch.tokens, answer.outcomes, strict=True):
             if outcome.processed:
                 outcomes.delivered(event, tokens)
             else:
-                failure = Failure(
-                    "rejected_by_pinterest", outcome.message, verdict.status, attempts
-                )
+                failure = Failure(reason, outcome.message, answer.status, attempts)
                 outcomes.failed(event, tokens, failure)
 
 

@@ -1,21 +1,18 @@
-"""The error tree of capi-stream; every error says whether retrying can help.
+"""The errors capi-stream raises on purpose.
 
-    CapiStreamError(retriable)
+    CapiStreamError                   a failure the command line reports (exit 1)
     ├── ConfigurationError            invalid settings or usage → exit 2, names the key
-    ├── InvalidMessage                one message cannot become an event → dead letter
-    │   (reason: decode_error | invalid_event | mapping_error | too_old)
-    ├── DeliveryError                 a request to Pinterest did not settle its events
-    │   ├── TransientDeliveryError    429, 5xx, timeout, connection error → retry (retriable)
-    │   ├── RequestInvalidError       400 for the whole request → bisect, then dead letter
-    │   └── SetupError                401/403/404, bad ad account → pause that account, never DLQ
-    └── DeadLetterError               the DLQ producer could not get an ack → retry, commit nothing
+    └── InvalidMessage                one message cannot become an event → dead letter
+        (reason: decode_error | invalid_event | mapping_error | too_old)
 
+A Conversions API answer is not an error: stream.pinterest.classify says what it means (retry,
+pause the account, dead-letter) and stream.policy decides what to do.
 Messages never carry raw PII or tokens: they name fields and reasons, not values.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 DeadLetterReason = Literal[
     "decode_error",
@@ -40,8 +37,6 @@ DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
 class CapiStreamError(Exception):
     """Root of every error raised on purpose by capi-stream."""
 
-    retriable: ClassVar[bool] = False
-
 
 class ConfigurationError(CapiStreamError):
     """Settings or command-line usage are invalid; `key` names the offending setting."""
@@ -58,39 +53,3 @@ class InvalidMessage(CapiStreamError):
         super().__init__(message)
         self.reason: DeadLetterReason = reason
         self.message = message
-
-
-class DeliveryError(CapiStreamError):
-    """A request to Pinterest did not settle its events."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class TransientDeliveryError(DeliveryError):
-    """Worth retrying: throttled, server error, timeout or connection failure."""
-
-    retriable = True
-
-    def __init__(
-        self, message: str, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, status)
-        self.retry_after = retry_after
-
-
-class RequestInvalidError(DeliveryError):
-    """Pinterest refused the whole request as malformed (400)."""
-
-
-class SetupError(DeliveryError):
-    """Token or ad account problem; fixing it needs an operator, not a retry storm."""
-
-    retriable = True
-
-
-class DeadLetterError(CapiStreamError):
-    """The dead-letter topic did not acknowledge a record."""
-
-    retriable = True

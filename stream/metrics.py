@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from stream.errors import DEAD_LETTER_REASONS, DeadLetterReason
 from stream.models import Signal
 from stream.resilience import COVERAGE_SIGNALS, SHARE_SIGNALS, ResilienceTracker
+from stream.retry import RETRY_LABELS, RetryReason
 from stream.spec import ACTION_SOURCES, EVENT_NAMES
 
 PREFIX = "capi_stream"
@@ -23,17 +24,6 @@ _S = TypeVar("_S", bound=str)
 
 Outcome = Literal["delivered", "dead_lettered", "skipped"]
 OUTCOMES: tuple[Outcome, ...] = ("delivered", "dead_lettered", "skipped")
-
-RetryReason = Literal[
-    "rate_limited", "server_error", "timeout", "connection_error", "dead_letter_unacked"
-]
-RETRY_REASONS: tuple[RetryReason, ...] = (
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connection_error",
-    "dead_letter_unacked",
-)
 
 UNKNOWN = "unknown"
 """event_name / action_source label of messages that never became an event (decode errors…)."""
@@ -177,7 +167,7 @@ class Metrics:
         self._requests: dict[tuple[str, str], CounterChild] = {}
         self._durations: dict[str, HistogramChild] = {}
         self._dead_letters = {r: self.dead_letters.labels(r) for r in DEAD_LETTER_REASONS}
-        self._retries = {r: self.retries.labels(r) for r in RETRY_REASONS}
+        self._retries = {r: self.retries.labels(label) for r, label in RETRY_LABELS.items()}
         self._lag_series: set[tuple[str, str]] = set()
         self._inflight_inc = self.inflight_requests.inc
         self._inflight_dec = self.inflight_requests.dec

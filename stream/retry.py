@@ -1,10 +1,32 @@
-"""Retry timing: full-jitter exponential backoff, server hints, and a total time budget."""
+"""Retry timing and reasons: full-jitter exponential backoff, server hints, a total time budget."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+RetryReason = Literal[
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "bad_response",
+    "dead_letter_unacked",
+]
+"""Why work is sent again: the classifier's reasons, and the dead-letter producer's."""
+
+RETRY_LABELS: Mapping[RetryReason, str] = {
+    "rate_limited": "rate_limited",
+    "server_error": "server_error",
+    "timeout": "timeout",
+    "connection_error": "connection_error",
+    # An unreadable 2xx or an unexpected status: the dashboard counts it with the 5xx.
+    "bad_response": "server_error",
+    "dead_letter_unacked": "dead_letter_unacked",
+}
+"""The `reason` label each retry is counted under in retries_total (a contract)."""
 
 
 class Backoff:

@@ -1,21 +1,58 @@
-"""Turns one Conversions API answer into per-event outcomes or a request-level verdict."""
+"""Turns one Conversions API answer into per-event outcomes or a request-level classification."""
 
 from __future__ import annotations
 
 import email.utils
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-ErrorKind = Literal["timeout", "connection"]
-VerdictKind = Literal["events", "retry", "setup_error", "request_invalid"]
-RetryReason = Literal["rate_limited", "server_error", "timeout", "connection_error", "bad_response"]
+from stream.errors import DeadLetterReason
+from stream.retry import RetryReason
 
-MAX_MESSAGE_CHARS = 300
+ErrorKind = Literal["timeout", "connection"]
+
+MAX_API_MESSAGE_CHARS = 300
+"""Pinterest's messages are kept to this length in dead letters and logs."""
 # Beyond this an x-ratelimit-reset value is an absolute Unix time, not a number of seconds.
 EPOCH_THRESHOLD = 1_000_000_000
+
+
+class AnswerKind(enum.Enum):
+    """What an answer means for the events of the request, and what that implies.
+
+    `retriable`: sending the same request again may succeed on its own (it also counts as
+    congestion); `setup_error`: a token or account problem that pauses the account and never
+    dead-letters; `dead_letter_reason`: what an event is dead-lettered as when this answer is
+    final for it (failed per event, retries exhausted, or refused alone), None if never.
+    """
+
+    retriable: bool
+    setup_error: bool
+    dead_letter_reason: DeadLetterReason | None
+
+    EVENTS = ("events", False, False, "rejected_by_pinterest")
+    """Read per event: processed ones are delivered, failed ones dead-lettered."""
+    RETRY = ("retry", True, False, "retries_exhausted")
+    """Nothing settled: try again (after `retry_after` if the server said so)."""
+    SETUP_ERROR = ("setup_error", False, True, None)
+    """Token or account problem: pause the account, never dead-letter."""
+    REQUEST_INVALID = ("request_invalid", False, False, "request_invalid")
+    """The request as a whole was refused: bisect it down to the offending events."""
+
+    def __init__(
+        self,
+        _label: str,
+        retriable: bool,
+        setup_error: bool,
+        dead_letter_reason: DeadLetterReason | None,
+    ) -> None:
+        self.retriable = retriable
+        self.setup_error = setup_error
+        self.dead_letter_reason = dead_letter_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +78,10 @@ PROCESSED = EventOutcome(True)
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    """`events`: read per event; `retry`: nothing settled, try again (after `retry_after` if
-    the server said so); `setup_error`: token or account problem, pause the account, never
-    dead-letter; `request_invalid`: the request as a whole was refused (bisect it)."""
+class Classification:
+    """One answer, classified: its kind, and what the dispatcher needs to act on it."""
 
-    kind: VerdictKind
+    kind: AnswerKind
     status: int | None
     outcomes: tuple[EventOutcome, ...] = ()
     reason: RetryReason | None = None
@@ -56,38 +91,52 @@ class Verdict:
     """Set when x-ratelimit-remaining says the window is used up: seconds until it resets."""
 
 
-def classify(response: ApiResponse, sent: int, now: float) -> Verdict:
+def classify(response: ApiResponse, sent: int, now: float) -> Classification:
     """Classifies the answer to a request that carried `sent` events; `now` is Unix time."""
     status = response.status
     if response.error is not None or status is None:
         reason: RetryReason = "timeout" if response.error == "timeout" else "connection_error"
-        return Verdict("retry", None, reason=reason, message=reason.replace("_", " "))
+        return Classification(
+            AnswerKind.RETRY, None, reason=reason, message=reason.replace("_", " ")
+        )
     payload = _json(response.body)
     message = _message(payload)
     if 200 <= status < 300:
         outcomes = _outcomes(payload, sent)
         if outcomes is None:
-            return Verdict("retry", status, reason="bad_response", message="unreadable response")
-        return Verdict("events", status, outcomes, exhausted_for=_exhausted_for(response, now))
+            return Classification(
+                AnswerKind.RETRY, status, reason="bad_response", message="unreadable response"
+            )
+        return Classification(
+            AnswerKind.EVENTS, status, outcomes, exhausted_for=_exhausted_for(response, now)
+        )
     if status == 422:
         details = payload.get("details") if isinstance(payload, dict) else None
         outcomes = _outcomes(details, sent)
         if outcomes is None:
             outcomes = (EventOutcome(False, message or "rejected"),) * sent
-        return Verdict("events", status, outcomes, message=message)
+        return Classification(AnswerKind.EVENTS, status, outcomes, message=message)
     if status in (401, 403, 404):
-        return Verdict("setup_error", status, message=message or f"HTTP {status}")
+        return Classification(AnswerKind.SETUP_ERROR, status, message=message or f"HTTP {status}")
     if status == 429:
         hint = retry_after(response.headers or {}, now)
-        return Verdict("retry", status, reason="rate_limited", message=message, retry_after=hint)
+        return Classification(
+            AnswerKind.RETRY, status, reason="rate_limited", message=message, retry_after=hint
+        )
     if status == 408:
-        return Verdict("retry", status, reason="timeout", message=message or "HTTP 408")
+        return Classification(
+            AnswerKind.RETRY, status, reason="timeout", message=message or "HTTP 408"
+        )
     if status >= 500:
         hint = retry_after(response.headers or {}, now)
-        return Verdict("retry", status, reason="server_error", message=message, retry_after=hint)
+        return Classification(
+            AnswerKind.RETRY, status, reason="server_error", message=message, retry_after=hint
+        )
     if 400 <= status < 500:
-        return Verdict("request_invalid", status, message=message or f"HTTP {status}")
-    return Verdict("retry", status, reason="bad_response", message=f"HTTP {status}")
+        return Classification(
+            AnswerKind.REQUEST_INVALID, status, message=message or f"HTTP {status}"
+        )
+    return Classification(AnswerKind.RETRY, status, reason="bad_response", message=f"HTTP {status}")
 
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
@@ -151,7 +200,7 @@ def _message(payload: Any) -> str:
 
 
 def _clip(text: object) -> str:
-    return str(text)[:MAX_MESSAGE_CHARS]
+    return str(text)[:MAX_API_MESSAGE_CHARS]
 
 
 def _number(value: str | None) -> float | None:

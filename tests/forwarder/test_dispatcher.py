@@ -1,4 +1,4 @@
-"""Dispatcher and concurrency limiter against a scripted sender (no network, no Kafka)."""
+"""The dispatcher against a scripted sender (no network, no Kafka)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream.batcher import Batch, BatchKey
-from stream.dispatcher import ConcurrencyLimiter, Dispatcher, Failure, RequestBudget
+from stream.dispatcher import Dispatcher, Failure
 from stream.metrics import Metrics
 from stream.models import PinterestEvent
 from stream.pinterest.classify import ApiResponse
@@ -224,46 +224,6 @@ async def test_setup_error_sends_only_probes_and_never_dead_letters() -> None:
         )
         == 0
     )
-
-
-async def test_limiter_never_exceeds_its_limit_and_adapts() -> None:
-    changes: list[int] = []
-    limiter = ConcurrencyLimiter(2, 4, on_change=changes.append)
-    peak = 0
-
-    async def request(latency: float, congested: bool) -> None:
-        nonlocal peak
-        await limiter.acquire()
-        peak = max(peak, limiter.inflight)
-        await asyncio.sleep(0)
-        limiter.release(latency, congested)
-
-    await asyncio.gather(*(request(0.1, False) for _ in range(40)))
-    assert peak <= 4
-    assert limiter.limit == 4, "grew one step per uncongested window up to the maximum"
-    await asyncio.gather(*(request(0.1, True) for _ in range(3)))
-    assert limiter.limit == 3, "cut by 0.9 once for a burst of congestion"
-    assert changes == [3, 4, 3]
-    assert limiter.inflight == 0
-
-
-async def test_request_budget_spaces_requests_over_the_window_and_honours_holds() -> None:
-    now = [0.0]
-    waits: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += seconds
-
-    budget = RequestBudget(3, clock=lambda: now[0], sleep=fake_sleep)
-    for _ in range(3):
-        await budget.acquire()
-    assert waits == []
-    await budget.acquire()
-    assert waits == [60.0], "the 4th request waits for the first to leave the window"
-    budget.hold(12.5)
-    await budget.acquire()
-    assert waits[-1] == pytest.approx(12.5)
 
 
 async def test_a_429_with_a_hint_holds_every_request_of_the_account() -> None:

@@ -1,11 +1,18 @@
-"""The classifier as a table: each Conversions API answer → its verdict."""
+"""The classifier as a table: each Conversions API answer → its classification."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from stream.pinterest.classify import ApiResponse, EventOutcome, Verdict, classify, retry_after
+from stream.pinterest.classify import (
+    AnswerKind,
+    ApiResponse,
+    Classification,
+    EventOutcome,
+    classify,
+    retry_after,
+)
 
 NOW = 1_800_000_000.0
 OK = EventOutcome(True)
@@ -25,12 +32,12 @@ def events(*statuses: tuple[str, object]) -> dict[str, object]:
 
 TIMESTAMP_MESSAGE = "Invalid event_timestamp parameter. Given timestamp is in the past."
 
-TABLE: list[tuple[str, ApiResponse, int, Verdict]] = [
+TABLE: list[tuple[str, ApiResponse, int, Classification]] = [
     (
         "200 all processed",
         ApiResponse(200, body(events(("processed", ""), ("processed", None)))),
         2,
-        Verdict("events", 200, (OK, OK)),
+        Classification(AnswerKind.EVENTS, 200, (OK, OK)),
     ),
     (
         "200 partial failure; empty, null and absent messages alike",
@@ -49,8 +56,8 @@ TABLE: list[tuple[str, ApiResponse, int, Verdict]] = [
             ),
         ),
         3,
-        Verdict(
-            "events",
+        Classification(
+            AnswerKind.EVENTS,
             200,
             (EventOutcome(False, "Invalid event_name: x."), OK, EventOutcome(False, "failed")),
         ),
@@ -68,8 +75,8 @@ TABLE: list[tuple[str, ApiResponse, int, Verdict]] = [
             ),
         ),
         1,
-        Verdict(
-            "events",
+        Classification(
+            AnswerKind.EVENTS,
             422,
             (EventOutcome(False, TIMESTAMP_MESSAGE),),
             message="some or all data provided being invalid.",
@@ -79,92 +86,103 @@ TABLE: list[tuple[str, ApiResponse, int, Verdict]] = [
         "422 without details rejects every event with the message",
         ApiResponse(422, body({"code": 953, "message": "invalid"})),
         2,
-        Verdict("events", 422, (EventOutcome(False, "invalid"),) * 2, message="invalid"),
+        Classification(
+            AnswerKind.EVENTS, 422, (EventOutcome(False, "invalid"),) * 2, message="invalid"
+        ),
     ),
     (
         "200 with a count that does not match the request is retried",
         ApiResponse(200, body(events(("processed", "")))),
         2,
-        Verdict("retry", 200, reason="bad_response", message="unreadable response"),
+        Classification(AnswerKind.RETRY, 200, reason="bad_response", message="unreadable response"),
     ),
     (
         "200 that is not JSON is retried",
         ApiResponse(200, b"<html>"),
         1,
-        Verdict("retry", 200, reason="bad_response", message="unreadable response"),
+        Classification(AnswerKind.RETRY, 200, reason="bad_response", message="unreadable response"),
     ),
     (
         "400 is request invalid",
         ApiResponse(400, body({"code": 4196, "message": "The request was invalid."})),
         5,
-        Verdict("request_invalid", 400, message="The request was invalid."),
+        Classification(AnswerKind.REQUEST_INVALID, 400, message="The request was invalid."),
     ),
     (
         "413 is request invalid (bisect makes it smaller)",
         ApiResponse(413, b""),
         5,
-        Verdict("request_invalid", 413, message="HTTP 413"),
+        Classification(AnswerKind.REQUEST_INVALID, 413, message="HTTP 413"),
     ),
     (
         "401 is a setup error",
         ApiResponse(401, body({"code": 2, "message": "Authentication failed."})),
         1,
-        Verdict("setup_error", 401, message="Authentication failed."),
+        Classification(AnswerKind.SETUP_ERROR, 401, message="Authentication failed."),
     ),
     (
         "403 is a setup error",
         ApiResponse(403, b""),
         1,
-        Verdict("setup_error", 403, message="HTTP 403"),
+        Classification(AnswerKind.SETUP_ERROR, 403, message="HTTP 403"),
     ),
     (
         "404 is a setup error",
         ApiResponse(404, body({"code": 2, "message": "AdAccount not found."})),
         1,
-        Verdict("setup_error", 404, message="AdAccount not found."),
+        Classification(AnswerKind.SETUP_ERROR, 404, message="AdAccount not found."),
     ),
     (
         "429 honours Retry-After",
         ApiResponse(429, body({"code": 8, "message": "rate limit"}), {"Retry-After": "7"}),
         1,
-        Verdict("retry", 429, reason="rate_limited", message="rate limit", retry_after=7.0),
+        Classification(
+            AnswerKind.RETRY, 429, reason="rate_limited", message="rate limit", retry_after=7.0
+        ),
     ),
     (
         "429 falls back to x-ratelimit-reset",
         ApiResponse(429, b"", {"X-RateLimit-Reset": "12"}),
         1,
-        Verdict("retry", 429, reason="rate_limited", retry_after=12.0),
+        Classification(AnswerKind.RETRY, 429, reason="rate_limited", retry_after=12.0),
     ),
     (
         "429 without hints",
         ApiResponse(429, b""),
         1,
-        Verdict("retry", 429, reason="rate_limited"),
+        Classification(AnswerKind.RETRY, 429, reason="rate_limited"),
     ),
     (
         "503 ramped down is retried",
         ApiResponse(503, body({"code": 4197, "message": "ramped down"})),
         1,
-        Verdict("retry", 503, reason="server_error", message="ramped down"),
+        Classification(AnswerKind.RETRY, 503, reason="server_error", message="ramped down"),
     ),
-    ("500 is retried", ApiResponse(500, b""), 1, Verdict("retry", 500, reason="server_error")),
+    (
+        "500 is retried",
+        ApiResponse(500, b""),
+        1,
+        Classification(AnswerKind.RETRY, 500, reason="server_error"),
+    ),
     (
         "408 is a timeout",
         ApiResponse(408, b""),
         1,
-        Verdict("retry", 408, reason="timeout", message="HTTP 408"),
+        Classification(AnswerKind.RETRY, 408, reason="timeout", message="HTTP 408"),
     ),
     (
         "timeout",
         ApiResponse(None, error="timeout"),
         1,
-        Verdict("retry", None, reason="timeout", message="timeout"),
+        Classification(AnswerKind.RETRY, None, reason="timeout", message="timeout"),
     ),
     (
         "connection error",
         ApiResponse(None, error="connection"),
         1,
-        Verdict("retry", None, reason="connection_error", message="connection error"),
+        Classification(
+            AnswerKind.RETRY, None, reason="connection_error", message="connection error"
+        ),
     ),
 ]
 
@@ -172,7 +190,7 @@ TABLE: list[tuple[str, ApiResponse, int, Verdict]] = [
 @pytest.mark.parametrize(
     ("response", "sent", "expected"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE]
 )
-def test_classification_table(response: ApiResponse, sent: int, expected: Verdict) -> None:
+def test_classification_table(response: ApiResponse, sent: int, expected: Classification) -> None:
     assert classify(response, sent, NOW) == expected
 
 

@@ -10,10 +10,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.errors import DEAD_LETTER_REASONS
-from stream.metrics import OUTCOMES, RETRY_REASONS, Metrics
+from stream.metrics import OUTCOMES, Metrics
 from stream.models import Signal
+from stream.retry import RETRY_LABELS
 
 NOW = 1_800_000_000.0
+# The reason labels of retries_total that dashboards and alerts rely on (a contract).
+RETRY_LABEL_VALUES = (
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "dead_letter_unacked",
+)
 
 
 class FakeClock:
@@ -43,8 +52,8 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 def test_known_label_sets_exist_at_zero(registry: CollectorRegistry, metrics: Metrics) -> None:
     for reason in DEAD_LETTER_REASONS:
         assert value(registry, "capi_stream_dead_letters_total", reason=reason) == 0
-    for reason in RETRY_REASONS:
-        assert value(registry, "capi_stream_retries_total", reason=reason) == 0
+    for label in RETRY_LABEL_VALUES:
+        assert value(registry, "capi_stream_retries_total", reason=label) == 0
     for outcome in OUTCOMES:
         assert (
             value(
@@ -178,10 +187,25 @@ def test_batch_sent_records_size_and_event_ages(
     assert value(registry, "capi_stream_event_age_seconds_bucket", le="7200.0") == 3
 
 
-@pytest.mark.parametrize("reason", RETRY_REASONS)
+@pytest.mark.parametrize("reason", RETRY_LABEL_VALUES)
 def test_retry_counts_by_reason(registry: CollectorRegistry, metrics: Metrics, reason: str) -> None:
     metrics.retry_scheduled(reason, 3)  # type: ignore[arg-type]
     assert value(registry, "capi_stream_retries_total", reason=reason) == 3
+
+
+def test_every_retry_reason_is_exported_under_a_contract_label() -> None:
+    assert set(RETRY_LABELS.values()) == set(RETRY_LABEL_VALUES)
+
+
+def test_an_unreadable_answer_is_retried_as_a_server_error(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.retry_scheduled("bad_response")
+    metrics.retry_scheduled("server_error")
+    assert value(registry, "capi_stream_retries_total", reason="server_error") == 2
+    assert (
+        registry.get_sample_value("capi_stream_retries_total", {"reason": "bad_response"}) is None
+    )
 
 
 def test_gauges_follow_state(registry: CollectorRegistry, metrics: Metrics) -> None:
