@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from stream.backpressure import Backpressure, BufferAccount
 from stream.batcher import Batcher, BatchKey
-from stream.dispatcher import BufferAccount, Dispatcher, Failure
+from stream.dispatcher import Dispatcher, Failure
 from stream.dlq import DeadLetterProducer
 from stream.errors import ConfigurationError, DeadLetterReason
 from stream.http_server import HealthServer
@@ -40,11 +41,6 @@ REBALANCE_MARGIN_S = 5.0
 TEST_MODE_MAX_EVENTS = 20
 # Fixed per-message cost of the Python objects (record, ticket, event) beyond the bytes.
 RECORD_OVERHEAD_BYTES = 600
-# An ad account in setup error may hold this share of the buffer's low-water mark; beyond it
-# the partitions its events come from are paused, so the other accounts keep the rest.
-STALLED_SHARE = 0.5
-# How often the partitions feeding a stalled account are looked up again (new ones may appear).
-STALLED_RESCAN_S = 1.0
 # Survivors of start-up are frozen out of the collector; these thresholds keep the young
 # generation from being scanned every few hundred allocations on the hot path.
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -57,6 +53,10 @@ class Ticket:
     record: SourceRecord
     epoch: int
     size: int
+
+    def origin(self) -> tuple[TopicPartitionKey, int]:
+        """Its partition and its size in the buffer (for the stalled-account isolation)."""
+        return (self.record.topic, self.record.partition), self.size
 
 
 class App:
@@ -116,6 +116,9 @@ class App:
             self,
             on_statistics=self.metrics.kafka_statistics,
         )
+        self.backpressure: Backpressure[Ticket] = Backpressure(
+            self.buffer, self.source, self.dispatcher, self.metrics, Ticket.origin
+        )
         self.http = HealthServer(
             settings.metrics.host, settings.metrics.port, self.registry, self.not_ready_reasons
         )
@@ -130,13 +133,10 @@ class App:
         self._stop = asyncio.Event()
         self._draining = False
         self._closing = False
-        self._paused = False
-        self._isolated: dict[str, frozenset[TopicPartitionKey]] = {}
         # Settled by this process, for the shutdown summary.
         self._delivered = 0
         self._skipped = 0
         self._dead_lettered: dict[str, int] = {}
-        self._next_rescan = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -220,17 +220,18 @@ class App:
     async def _consume_loop(self) -> None:
         source = self.source
         buffer = self.buffer
+        backpressure = self.backpressure
         prefetch: asyncio.Task[list[SourceRecord]] | None = None
         try:
             while not self._stop.is_set():
-                self._apply_backpressure()
+                backpressure.apply()
                 if prefetch is None:
                     records = await source.poll(POLL_MAX_MESSAGES, POLL_TIMEOUT_S)
                 else:
                     records = await prefetch
                     prefetch = None
                 if (
-                    not self._paused
+                    not backpressure.paused
                     and buffer.events + 2 * POLL_MAX_MESSAGES < buffer.max_events
                     and not self._stop.is_set()
                 ):
@@ -246,67 +247,6 @@ class App:
             if prefetch is not None:
                 # Untracked records are simply consumed again by whoever owns them next.
                 await asyncio.gather(prefetch, return_exceptions=True)
-
-    def _apply_backpressure(self) -> None:
-        self._isolate_stalled_accounts()
-        buffer = self.buffer
-        if not self._paused and buffer.over():
-            self._paused = True
-            self.source.pause()
-            log.info("buffer full (%d events, %d bytes): pausing", buffer.events, buffer.bytes)
-        elif self._paused and buffer.drained():
-            self._paused = False
-            self.source.resume()
-            log.info("buffer drained (%d events): resuming", buffer.events)
-        self.metrics.partitions_paused(self.source.paused_partitions)
-
-    def _isolate_stalled_accounts(self) -> None:
-        """Pauses just the partitions feeding an ad account in setup error once it holds its
-        share of the buffer, so working accounts keep flowing; resumes them once it heals.
-
-        A partition that also carries events of working accounts is paused too: its offsets
-        cannot be committed past the stalled events anyway, and its memory must stay bounded.
-        """
-        dispatcher = self.dispatcher
-        stalled = dispatcher.setup_errors()
-        if not stalled and not self._isolated:
-            return
-        share = int(self.buffer.resume_events * STALLED_SHARE)
-        over = {account for account in stalled if dispatcher.held_events(account) >= share}
-        now = time.monotonic()
-        if over == self._isolated.keys() and now < self._next_rescan:
-            return
-        self._next_rescan = now + STALLED_RESCAN_S
-        isolated: dict[str, frozenset[TopicPartitionKey]] = {}
-        aside_events = aside_bytes = 0
-        for account in over:
-            partitions: set[TopicPartitionKey] = set()
-            events = size = 0
-            for batch in dispatcher.batches(account):
-                for tokens in batch.tokens:
-                    for ticket in tokens:
-                        partitions.add((ticket.record.topic, ticket.record.partition))
-                        events += 1
-                        size += ticket.size
-            isolated[account] = frozenset(partitions)
-            if events > share:
-                # Only what it holds beyond its share stops counting against the others.
-                aside_events += events - share
-                aside_bytes += size * (events - share) // events
-            if account not in self._isolated:
-                log.warning(
-                    "ad account %s is paused by a setup error and holds %d events: pausing "
-                    "the %d partitions they come from (%s); other accounts keep flowing",
-                    account,
-                    events,
-                    len(partitions),
-                    ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)),
-                )
-        for account in self._isolated.keys() - isolated.keys():
-            log.info("ad account %s works again: resuming its partitions", account)
-        self._isolated = isolated
-        self.buffer.set_aside(aside_events, aside_bytes)
-        self.source.hold(frozenset().union(*isolated.values()))
 
     def _ingest(self, records: list[SourceRecord]) -> None:
         tracker = self.tracker
