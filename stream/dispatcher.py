@@ -21,6 +21,7 @@ from stream.policy import Bisect, Decision, GiveUp, Pause, Reject, Retry, Settle
 from stream.retry import Backoff, RetryState
 
 T = TypeVar("T")
+K = TypeVar("K")
 T_contra = TypeVar("T_contra", contravariant=True)
 
 log = logging.getLogger(__name__)
@@ -168,9 +169,23 @@ class Dispatcher(Generic[T]):
         """Events of the account's submitted batches that are not finished yet."""
         return self._held.get(ad_account_id, 0)
 
-    def batches(self, ad_account_id: str) -> list[Batch[T]]:
-        """The account's unfinished batches (for finding where their events came from)."""
-        return [b for b in self._tasks.values() if b.key.ad_account_id == ad_account_id]
+    def partitions_feeding(
+        self, ad_account_id: str, origin: Callable[[T], tuple[K, int]]
+    ) -> tuple[frozenset[K], int, int]:
+        """Where the account's unfinished events came from: the distinct keys `origin` gives
+        their tokens (their partitions), how many tokens there are and their summed sizes."""
+        keys: set[K] = set()
+        events = size = 0
+        for batch in self._tasks.values():
+            if batch.key.ad_account_id != ad_account_id:
+                continue
+            for tokens in batch.tokens:
+                for token in tokens:
+                    key, token_size = origin(token)
+                    keys.add(key)
+                    events += 1
+                    size += token_size
+        return frozenset(keys), events, size
 
     def submit(self, batch: Batch[T]) -> None:
         task = asyncio.create_task(self._deliver(batch, self._backoff.start()))
@@ -321,60 +336,3 @@ class Dispatcher(Generic[T]):
             else:
                 failure = Failure(reason, outcome.message, answer.status, attempts)
                 outcomes.failed(event, tokens, failure)
-
-
-class BufferAccount:
-    """Counts the events and bytes held in memory from consumption until settlement.
-
-    `over()` says consumption must pause; `drained()` that it may resume (under the low-water
-    mark, `resume_ratio` of both caps), so pausing does not flap around one threshold.
-
-    Events set aside (`set_aside`) are left out of both checks: they belong to an ad account
-    whose partitions are paused on their own, so they cannot grow, and counting them would keep
-    every other account paused until that one heals.
-    """
-
-    __slots__ = (
-        "aside_bytes",
-        "aside_events",
-        "bytes",
-        "events",
-        "max_bytes",
-        "max_events",
-        "resume_bytes",
-        "resume_events",
-    )
-
-    def __init__(self, max_events: int, max_bytes: int, resume_ratio: float) -> None:
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self.resume_events = int(max_events * resume_ratio)
-        self.resume_bytes = int(max_bytes * resume_ratio)
-        self.events = 0
-        self.bytes = 0
-        self.aside_events = 0
-        self.aside_bytes = 0
-
-    def set_aside(self, events: int, size: int) -> None:
-        self.aside_events = events
-        self.aside_bytes = size
-
-    def add(self, size: int, events: int = 1) -> None:
-        self.events += events
-        self.bytes += size
-
-    def release(self, size: int, events: int = 1) -> None:
-        self.events -= events
-        self.bytes -= size
-
-    def over(self) -> bool:
-        return (
-            self.events - self.aside_events >= self.max_events
-            or self.bytes - self.aside_bytes >= self.max_bytes
-        )
-
-    def drained(self) -> bool:
-        return (
-            self.events - self.aside_events <= self.resume_events
-            and self.bytes - self.aside_bytes <= self.resume_bytes
-        )

@@ -65,7 +65,6 @@ class KafkaSource:
         client_config: Mapping[str, str],
         group_id: str,
         topics: list[str],
-        listener: RebalanceListener,
         on_statistics: Callable[[str], None] | None = None,
     ) -> None:
         config: dict[str, Any] = {
@@ -81,7 +80,8 @@ class KafkaSource:
             config.pop("statistics.interval.ms", None)
         self._config = config
         self._topics = topics
-        self._listener = listener
+        # Given to start(): the listener commits through this source, so it is built later.
+        self._listener: RebalanceListener
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
         # Only the consumer thread logs through it: a broker outage repeats the same errors.
         self._storms = RateLimitedLogger(log)
@@ -98,7 +98,9 @@ class KafkaSource:
     def paused_partitions(self) -> int:
         return len(self._paused)
 
-    async def start(self) -> None:
+    async def start(self, listener: RebalanceListener) -> None:
+        """Subscribes; `listener` hears of every assignment change from then on."""
+        self._listener = listener
         await self._call(self._start)
 
     async def poll(self, max_messages: int, timeout_s: float) -> list[SourceRecord]:

@@ -1,4 +1,4 @@
-"""The pure pieces behind the pressure behaviours: credential refresh, set-aside buffer, headers."""
+"""The pure pieces behind the pressure behaviours: credential refresh, held events, headers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
-from stream.dispatcher import BufferAccount, Dispatcher
+from stream.dispatcher import Dispatcher
 from stream.dlq import dead_letter_headers
 from stream.metrics import Metrics
 from stream.models import SourceRecord
@@ -69,21 +69,13 @@ async def test_a_401_with_the_same_token_is_a_setup_error() -> None:
     assert d.setup_errors() == {KEY.ad_account_id: 401}
     assert recorder.failed == {}
     assert d.held_events(KEY.ad_account_id) == 1
-    assert [b.events[0].event_id for b in d.batches(KEY.ad_account_id)] == ["a"]
+    assert d.partitions_feeding(KEY.ad_account_id, lambda token: ((token, 0), 1)) == (
+        frozenset({("a", 0)}),
+        1,
+        1,
+    )
     await d.cancel()
     assert d.held_events(KEY.ad_account_id) == 0
-
-
-def test_events_set_aside_count_against_neither_the_cap_nor_the_low_water_mark() -> None:
-    buffer = BufferAccount(max_events=10, max_bytes=10_000, resume_ratio=0.5)
-    for _ in range(10):
-        buffer.add(100)
-    assert buffer.over()
-    buffer.set_aside(6, 600)
-    assert not buffer.over()
-    assert buffer.drained()
-    buffer.set_aside(0, 0)
-    assert buffer.over()
 
 
 def test_dead_letters_keep_the_original_headers_but_replace_old_error_headers() -> None:
