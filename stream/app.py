@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from stream.batcher import Batcher, BatchKey
 from stream.dispatcher import BufferAccount, Dispatcher, Failure
-from stream.dlq import DeadLetterProducer
-from stream.errors import ConfigurationError, DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
+from stream.dlq.producer import DeadLetterProducer
+from stream.errors import ConfigurationError
 from stream.http_server import HealthServer
 from stream.metrics import UNKNOWN, Metrics
 from stream.models import DeadLetter, PinterestEvent, SourceRecord

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from stream.batcher import Batch
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 from stream.logs import RateLimitedLogger
 from stream.metrics import Metrics, RetryReason
 from stream.models import PinterestEvent

@@ -1,17 +1,14 @@
-"""The pure pieces behind the pressure behaviours: credential refresh, set-aside buffer, headers."""
+"""The pure pieces behind the pressure behaviours: credential refresh, set-aside buffer."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
 from stream.dispatcher import BufferAccount, Dispatcher
-from stream.dlq import dead_letter_headers
 from stream.metrics import Metrics
-from stream.models import SourceRecord
 from stream.pinterest.classify import ApiResponse
 from stream.retry import Backoff
 from tests.forwarder.test_dispatcher import (
@@ -84,23 +81,3 @@ def test_events_set_aside_count_against_neither_the_cap_nor_the_low_water_mark()
     assert buffer.drained()
     buffer.set_aside(0, 0)
     assert buffer.over()
-
-
-def test_dead_letters_keep_the_original_headers_but_replace_old_error_headers() -> None:
-    record = SourceRecord(
-        "clicks",
-        2,
-        41,
-        b"k",
-        b"v",
-        None,
-        [("trace", b"t-1"), ("capi.replayed", b"1"), ("capi.error.reason", b"too_old")],
-    )
-    headers = dead_letter_headers(
-        record, "decode_error", "not JSON", None, 0, datetime(2025, 1, 2, tzinfo=UTC)
-    )
-    assert headers[:2] == [("trace", b"t-1"), ("capi.replayed", b"1")]
-    names = [name for name, _ in headers]
-    assert names.count("capi.error.reason") == 1
-    assert dict(headers)["capi.error.reason"] == b"decode_error"
-    assert dict(headers)["capi.source.offset"] == b"41"

@@ -9,6 +9,17 @@ from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from stream.dlq.contract import (
+    ATTEMPTS,
+    ERROR_HEADERS,
+    FAILED_AT,
+    HTTP_STATUS,
+    MESSAGE,
+    REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+)
 from stream.logs import RateLimitedLogger
 from stream.models import SourceRecord
 
@@ -16,21 +27,6 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.01
 RETRY_DELAY_S = 1.0
-# The headers a dead letter describes its failure with: an original message's copies of them
-# (from an earlier failure, before a replay) are replaced, never repeated. Other headers,
-# capi.replayed included, are carried over so a replayed message keeps its history.
-ERROR_HEADERS = frozenset(
-    {
-        "capi.error.reason",
-        "capi.error.message",
-        "capi.source.topic",
-        "capi.source.partition",
-        "capi.source.offset",
-        "capi.http.status",
-        "capi.attempts",
-        "capi.failed_at",
-    }
-)
 
 
 def dead_letter_headers(
@@ -47,16 +43,16 @@ def dead_letter_headers(
         (name, value) for name, value in record.headers or () if name not in ERROR_HEADERS
     ]
     headers += [
-        ("capi.error.reason", reason.encode()),
-        ("capi.error.message", message.encode()),
-        ("capi.source.topic", record.topic.encode()),
-        ("capi.source.partition", str(record.partition).encode()),
-        ("capi.source.offset", str(record.offset).encode()),
+        (REASON, reason.encode()),
+        (MESSAGE, message.encode()),
+        (SOURCE_TOPIC, record.topic.encode()),
+        (SOURCE_PARTITION, str(record.partition).encode()),
+        (SOURCE_OFFSET, str(record.offset).encode()),
     ]
     if status is not None:
-        headers.append(("capi.http.status", str(status).encode()))
-    headers.append(("capi.attempts", str(attempts).encode()))
-    headers.append(("capi.failed_at", failed_at.isoformat(timespec="milliseconds").encode()))
+        headers.append((HTTP_STATUS, str(status).encode()))
+    headers.append((ATTEMPTS, str(attempts).encode()))
+    headers.append((FAILED_AT, failed_at.isoformat(timespec="milliseconds").encode()))
     return headers
 
 
