@@ -97,7 +97,7 @@ class App:
             ca_file=settings.pinterest.ca_file,
         )
         self.dlq = DeadLetterProducer(
-            settings.kafka.client_config(), settings.kafka.dead_letter_topic
+            settings.kafka.client_config(), settings.kafka.dead_letter_topic, self.metrics
         )
         self.dispatcher: Dispatcher[Ticket] = Dispatcher(
             self.client,
