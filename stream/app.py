@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from stream.backpressure import Backpressure, BufferAccount
 from stream.batcher import Batcher, BatchKey
 from stream.dispatcher import Dispatcher
-from stream.dlq import DeadLetterProducer
+from stream.dlq.producer import DeadLetterProducer
 from stream.errors import ConfigurationError
 from stream.http_server import HealthServer
 from stream.metrics import Metrics
@@ -73,7 +73,7 @@ class App:
             ca_file=settings.pinterest.ca_file,
         )
         self.dlq = DeadLetterProducer(
-            settings.kafka.client_config(), settings.kafka.dead_letter_topic
+            settings.kafka.client_config(), settings.kafka.dead_letter_topic, self.metrics
         )
         self.source = KafkaSource(
             settings.kafka.client_config(),

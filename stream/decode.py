@@ -14,7 +14,8 @@ from typing import Any, Final
 
 import orjson
 
-from stream.errors import DeadLetterReason, InvalidMessage
+from stream.dlq.contract import DeadLetterReason
+from stream.errors import InvalidMessage
 
 EMPTY: Final[Mapping[str, Any]] = {}
 _DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")

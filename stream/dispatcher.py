@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from stream.batcher import Batch
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 from stream.logs import RateLimitedLogger
 from stream.metrics import Metrics
 from stream.models import PinterestEvent

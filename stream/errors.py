@@ -12,26 +12,7 @@ Messages never carry raw PII or tokens: they name fields and reasons, not values
 
 from __future__ import annotations
 
-from typing import Literal
-
-DeadLetterReason = Literal[
-    "decode_error",
-    "invalid_event",
-    "mapping_error",
-    "too_old",
-    "rejected_by_pinterest",
-    "request_invalid",
-    "retries_exhausted",
-]
-DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
-    "decode_error",
-    "invalid_event",
-    "mapping_error",
-    "too_old",
-    "rejected_by_pinterest",
-    "request_invalid",
-    "retries_exhausted",
-)
+from stream.dlq.contract import DeadLetterReason
 
 
 class CapiStreamError(Exception):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 
 Mix = Literal["realistic", "order_completed", "page"]
 MessageKind = Literal["valid", "skipped", "poison"]

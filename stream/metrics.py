@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream.errors import DEAD_LETTER_REASONS, DeadLetterReason
+from stream.dlq.contract import DEAD_LETTER_REASONS, DeadLetterReason
 from stream.models import Signal
 from stream.resilience import COVERAGE_SIGNALS, SHARE_SIGNALS, ResilienceTracker
 from stream.retry import RETRY_LABELS, RetryReason

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntFlag
 
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 from stream.pinterest.classify import AnswerKind, Classification
 from stream.retry import RetryReason, RetryState
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from stream.backpressure import BufferAccount
 from stream.dispatcher import Failure
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 from stream.metrics import UNKNOWN, Metrics
 from stream.models import PinterestEvent, SourceRecord
 from stream.offsets import OffsetTracker, TopicPartitionKey

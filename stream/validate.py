@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 from stream.spec import ACTION_SOURCES, EVENT_NAMES, schema
 from stream.spec.compiled import (
     ANNOTATIONS,

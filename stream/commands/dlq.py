@@ -1,4 +1,4 @@
-"""`capi-stream dlq inspect|replay`: options and output around `stream.dlq_tools`."""
+"""`capi-stream dlq inspect|replay`: options and output around `stream.dlq`."""
 
 from __future__ import annotations
 
@@ -7,33 +7,43 @@ import sys
 import uuid
 from pathlib import Path
 
-from stream import dlq_tools
-from stream.errors import DEAD_LETTER_REASONS, ConfigurationError
+from stream.dlq.contract import DEAD_LETTER_REASONS
+from stream.dlq.inspect import inspect, render_record, render_summary
+from stream.dlq.reader import Selection, open_consumer, read_range, select
+from stream.dlq.replay import (
+    REFUSED_WITHOUT_FORCE,
+    Progress,
+    Replayer,
+    ReplayOptions,
+    open_producer,
+    render_replay,
+)
+from stream.errors import ConfigurationError
 from stream.settings import Settings, load_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="inspect|replay")
-    inspect = actions.add_parser(
+    inspect_parser = actions.add_parser(
         "inspect",
         help="summarise the dead-letter topic",
         description="Reads the dead-letter topic up to its current end and summarises it: counts "
         "by reason and source topic, first and last failure, the most common error messages.",
     )
-    _common(inspect)
-    inspect.add_argument(
+    _common(inspect_parser)
+    inspect_parser.add_argument(
         "--show", type=int, default=0, metavar="N", help="also print the first N records"
     )
-    inspect.add_argument(
+    inspect_parser.add_argument(
         "--show-values",
         action="store_true",
         help="print keys and values with --show (they may hold raw PII)",
     )
-    inspect.add_argument(
+    inspect_parser.add_argument(
         "--top", type=int, default=10, metavar="N", help="error messages listed (default 10)"
     )
 
-    replay = actions.add_parser(
+    replay_parser = actions.add_parser(
         "replay",
         help="re-publish dead letters to their source topic",
         description="Re-publishes the selected dead letters to their original topic (or "
@@ -42,19 +52,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "after the broker acknowledged, so running it again does not replay the same records. "
         "Records a run passes over (not selected) are behind the group's position afterwards.",
     )
-    _common(replay)
-    replay.add_argument("--to-topic", help="publish here instead of each record's source topic")
-    replay.add_argument(
+    _common(replay_parser)
+    replay_parser.add_argument(
+        "--to-topic", help="publish here instead of each record's source topic"
+    )
+    replay_parser.add_argument(
         "--group",
         help="consumer group for the replay position (default: <kafka.group_id>-dlq-replay)",
     )
-    replay.add_argument(
+    replay_parser.add_argument(
         "--from-beginning",
         action="store_true",
         help="ignore the group's committed position and start at the oldest dead letter",
     )
-    replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
-    replay.add_argument(
+    replay_parser.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+    replay_parser.add_argument(
         "--force", action="store_true", help="also replay decode_error dead letters"
     )
 
@@ -78,52 +90,39 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    selection = _selection(args)
+    selection = select(args.reason, args.source_topic, args.since, args.until)
     if args.action == "inspect":
         return _inspect(args, settings, selection)
     return _replay(args, settings, selection)
 
 
-def _selection(args: argparse.Namespace) -> dlq_tools.Selection:
-    since = dlq_tools.parse_time(args.since, "--since") if args.since else None
-    until = dlq_tools.parse_time(args.until, "--until") if args.until else None
-    if since is not None and until is not None and until < since:
-        raise ConfigurationError("--until", "is before --since")
-    return dlq_tools.Selection(
-        reasons=frozenset(args.reason) if args.reason else None,
-        source_topics=frozenset(args.source_topic) if args.source_topic else None,
-        since=since,
-        until=until,
-    )
-
-
-def _inspect(args: argparse.Namespace, settings: Settings, selection: dlq_tools.Selection) -> int:
+def _inspect(args: argparse.Namespace, settings: Settings, selection: Selection) -> int:
     if args.show < 0 or args.top < 1:
         raise ConfigurationError("--show/--top", "must be positive")
     topic = settings.kafka.dead_letter_topic
     # Assign-only and never committing, so this group id leaves no trace on the cluster.
     group = f"{settings.kafka.group_id}-dlq-inspect-{uuid.uuid4().hex[:8]}"
-    consumer = dlq_tools.open_consumer(settings.kafka, group)
+    consumer = open_consumer(settings.kafka, group)
     try:
-        reader = dlq_tools.read_range(consumer, topic, selection.since, after_commits=False)
+        reader = read_range(consumer, topic, selection.since, after_commits=False)
         shown: list[str] = []
-        summary = dlq_tools.inspect(
+        summary = inspect(
             reader,
             selection,
             args.show,
-            lambda record: shown.append(dlq_tools.render_record(record, args.show_values)),
+            lambda record: shown.append(render_record(record, args.show_values)),
         )
     finally:
         consumer.close()
-    sys.stdout.write(dlq_tools.render_summary(summary, topic, args.top))
+    sys.stdout.write(render_summary(summary, topic, args.top))
     if shown:
         sys.stdout.write(f"\nfirst {len(shown)} record(s):\n" + "".join(shown))
     return 0
 
 
-def _replay(args: argparse.Namespace, settings: Settings, selection: dlq_tools.Selection) -> int:
+def _replay(args: argparse.Namespace, settings: Settings, selection: Selection) -> int:
     if args.reason and not args.force:
-        refused = dlq_tools.REFUSED_WITHOUT_FORCE & set(args.reason)
+        refused = REFUSED_WITHOUT_FORCE & set(args.reason)
         if refused:
             raise ConfigurationError(
                 "--reason",
@@ -132,21 +131,19 @@ def _replay(args: argparse.Namespace, settings: Settings, selection: dlq_tools.S
             )
     topic = settings.kafka.dead_letter_topic
     group = args.group or f"{settings.kafka.group_id}-dlq-replay"
-    options = dlq_tools.ReplayOptions(
+    options = ReplayOptions(
         selection=selection, to_topic=args.to_topic, force=args.force, dry_run=args.dry_run
     )
-    consumer = dlq_tools.open_consumer(settings.kafka, group)
-    producer = None if args.dry_run else dlq_tools.open_producer(settings.kafka)
-    progress = dlq_tools.Progress("replay")
+    consumer = open_consumer(settings.kafka, group)
+    producer = None if args.dry_run else open_producer(settings.kafka)
+    progress = Progress("replay")
     try:
-        reader = dlq_tools.read_range(
-            consumer, topic, selection.since, after_commits=not args.from_beginning
-        )
-        report = dlq_tools.Replayer(consumer, producer, options, progress).run(reader, topic)
+        reader = read_range(consumer, topic, selection.since, after_commits=not args.from_beginning)
+        report = Replayer(consumer, producer, options, progress).run(reader, topic)
     finally:
         progress.close()
         if producer is not None:
             producer.flush(10)
         consumer.close()
-    sys.stdout.write(dlq_tools.render_replay(report, topic, group, args.dry_run))
+    sys.stdout.write(render_replay(report, topic, group, args.dry_run))
     return 0

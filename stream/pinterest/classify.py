@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import orjson
 
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 from stream.retry import RetryReason
 
 ErrorKind = Literal["timeout", "connection"]

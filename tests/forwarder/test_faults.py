@@ -84,6 +84,8 @@ def test_an_unwritable_dead_letter_topic_holds_commits_and_readiness_until_it_he
     with running_forwarder(run.config(sandbox), tmp_path) as forwarder:
         wait_until(lambda: "dead-letter" in forwarder.readyz()[1], 60, "readyz naming the DLQ")
         assert forwarder.readyz()[0] == 503
+        # The refusal that turned readiness off was counted in the same delivery callback.
+        assert forwarder.metric("capi_stream_retries_total", reason="dead_letter_unacked") >= 1
         # Everything deliverable is delivered meanwhile, but no commit passes the first poison.
         wait_until(lambda: set(delivered_keys(sandbox)) == valid, 60, "valid events delivered")
         committed = kafka.committed_offsets(run.group, run.topic)[0]

@@ -1,17 +1,14 @@
-"""The pure pieces behind the pressure behaviours: credential refresh, held events, headers."""
+"""The pure pieces behind the pressure behaviours: credential refresh and held events."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
 from stream.dispatcher import Dispatcher
-from stream.dlq import dead_letter_headers
 from stream.metrics import Metrics
-from stream.models import SourceRecord
 from stream.pinterest.classify import ApiResponse
 from stream.retry import Backoff
 from tests.forwarder.test_dispatcher import (
@@ -76,23 +73,3 @@ async def test_a_401_with_the_same_token_is_a_setup_error() -> None:
     )
     await d.cancel()
     assert d.held_events(KEY.ad_account_id) == 0
-
-
-def test_dead_letters_keep_the_original_headers_but_replace_old_error_headers() -> None:
-    record = SourceRecord(
-        "clicks",
-        2,
-        41,
-        b"k",
-        b"v",
-        None,
-        [("trace", b"t-1"), ("capi.replayed", b"1"), ("capi.error.reason", b"too_old")],
-    )
-    headers = dead_letter_headers(
-        record, "decode_error", "not JSON", None, 0, datetime(2025, 1, 2, tzinfo=UTC)
-    )
-    assert headers[:2] == [("trace", b"t-1"), ("capi.replayed", b"1")]
-    names = [name for name, _ in headers]
-    assert names.count("capi.error.reason") == 1
-    assert dict(headers)["capi.error.reason"] == b"decode_error"
-    assert dict(headers)["capi.source.offset"] == b"41"

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.errors import DEAD_LETTER_REASONS
+from stream.dlq.contract import DEAD_LETTER_REASONS
 from stream.models import DeadLetter, PinterestEvent
 from stream.settings import Settings
 from stream.transform import Transformer

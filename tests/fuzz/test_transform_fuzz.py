@@ -9,7 +9,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.errors import DEAD_LETTER_REASONS
+from stream.dlq.contract import DEAD_LETTER_REASONS
 from stream.models import DeadLetter, PinterestEvent, Skipped
 from stream.settings import Settings
 from stream.transform import MAX_MESSAGE_CHARS, Transformer

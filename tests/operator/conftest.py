@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stream.dlq import contract
 from tests.kafka_helpers import Broker
 
 
@@ -32,17 +33,17 @@ class Letter:
 
     def headers(self) -> list[tuple[str, bytes]]:
         headers = [
-            ("capi.error.reason", self.reason.encode()),
-            ("capi.error.message", self.message.encode()),
-            ("capi.source.topic", self.source_topic.encode()),
-            ("capi.source.partition", str(self.source_partition).encode()),
-            ("capi.source.offset", str(self.source_offset).encode()),
+            (contract.REASON, self.reason.encode()),
+            (contract.MESSAGE, self.message.encode()),
+            (contract.SOURCE_TOPIC, self.source_topic.encode()),
+            (contract.SOURCE_PARTITION, str(self.source_partition).encode()),
+            (contract.SOURCE_OFFSET, str(self.source_offset).encode()),
         ]
         if self.status is not None:
-            headers.append(("capi.http.status", str(self.status).encode()))
-        headers.append(("capi.attempts", str(self.attempts).encode()))
+            headers.append((contract.HTTP_STATUS, str(self.status).encode()))
+        headers.append((contract.ATTEMPTS, str(self.attempts).encode()))
         headers.append(
-            ("capi.failed_at", self.failed_at.isoformat(timespec="milliseconds").encode())
+            (contract.FAILED_AT, self.failed_at.isoformat(timespec="milliseconds").encode())
         )
         return headers + list(self.extra_headers)
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stream import dlq_tools
 from stream.cli import main
-from stream.errors import ConfigurationError
+from stream.dlq.reader import Selection, open_consumer, read_range
+from stream.dlq.replay import Progress, Replayer, ReplayOptions, open_producer
 from stream.settings import KafkaSettings
 from tests.kafka_helpers import Broker
 from tests.operator.conftest import Letter, OperatorSetup, write_letters
@@ -235,9 +235,9 @@ def test_reader_stops_at_the_end_captured_at_start(
     setup = operator_setup(partitions=2)
     write_letters(kafka, setup.dlq, [Letter(b"a"), Letter(b"b")], partition=0)
     write_letters(kafka, setup.dlq, [Letter(b"c")], partition=1)
-    consumer = dlq_tools.open_consumer(KafkaSettings(bootstrap_servers=kafka.bootstrap), "t")
+    consumer = open_consumer(KafkaSettings(bootstrap_servers=kafka.bootstrap), "t")
     try:
-        reader = dlq_tools.read_range(consumer, setup.dlq, None, after_commits=False)
+        reader = read_range(consumer, setup.dlq, None, after_commits=False)
         write_letters(kafka, setup.dlq, [Letter(b"late")] * 3, partition=1)
         values = sorted(record.value or b"" for record in reader)
     finally:
@@ -252,18 +252,6 @@ def test_bad_time_is_a_usage_error(
     setup, _source, _crm = filled
     assert cli("dlq", "inspect", "--config", str(setup.config), "--since", "yesterday") == 2
     assert "--since" in capsys.readouterr().err
-
-
-def test_parse_time_forms() -> None:
-    now = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-    assert dlq_tools.parse_time("90m", "--since", now) == now - timedelta(minutes=90)
-    assert dlq_tools.parse_time("7d", "--since", now) == now - timedelta(days=7)
-    assert dlq_tools.parse_time("2025-02-01", "--since") == datetime(2025, 2, 1, tzinfo=UTC)
-    assert dlq_tools.parse_time("2025-02-01T10:00:00+01:00", "--since") == datetime(
-        2025, 2, 1, 9, tzinfo=UTC
-    )
-    with pytest.raises(ConfigurationError, match="--until"):
-        dlq_tools.parse_time("2 hours", "--until")
 
 
 # --- replay ------------------------------------------------------------------------------------
@@ -392,14 +380,14 @@ def test_replay_over_partitions_in_chunks_with_progress(
         letters = [Letter(f"{partition}-{i}".encode(), source_topic=source) for i in range(400)]
         write_letters(kafka, setup.dlq, letters, partition=partition)
     settings = KafkaSettings(bootstrap_servers=kafka.bootstrap)
-    consumer = dlq_tools.open_consumer(settings, "chunks")
-    producer = dlq_tools.open_producer(settings)
+    consumer = open_consumer(settings, "chunks")
+    producer = open_producer(settings)
     stream = io.StringIO()
-    progress = dlq_tools.Progress("replay", stream, delay_s=0, interval_s=0)
-    options = dlq_tools.ReplayOptions(dlq_tools.Selection(), chunk=250)
+    progress = Progress("replay", stream, delay_s=0, interval_s=0)
+    options = ReplayOptions(Selection(), chunk=250)
     try:
-        reader = dlq_tools.read_range(consumer, setup.dlq, None, after_commits=True)
-        report = dlq_tools.Replayer(consumer, producer, options, progress).run(reader, setup.dlq)
+        reader = read_range(consumer, setup.dlq, None, after_commits=True)
+        report = Replayer(consumer, producer, options, progress).run(reader, setup.dlq)
     finally:
         producer.flush(10)
         consumer.close()

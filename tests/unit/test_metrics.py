@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.errors import DEAD_LETTER_REASONS
+from stream.dlq.contract import DEAD_LETTER_REASONS
 from stream.metrics import OUTCOMES, Metrics
 from stream.models import Signal
 from stream.retry import RETRY_LABELS

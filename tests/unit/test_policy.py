@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from stream.errors import DeadLetterReason
+from stream.dlq.contract import DeadLetterReason
 from stream.pinterest.classify import AnswerKind, ApiResponse, Classification, classify
 from stream.policy import BISECT, PAUSE, Decision, GiveUp, Reject, Retry, Settle, decide, hold
 from stream.retry import Backoff, RetryState

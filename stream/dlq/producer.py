@@ -6,31 +6,50 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from stream.dlq.contract import (
+    ATTEMPTS,
+    ERROR_HEADERS,
+    FAILED_AT,
+    HTTP_STATUS,
+    MESSAGE,
+    REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+)
 from stream.logs import RateLimitedLogger
+from stream.metrics import Metrics
 from stream.models import SourceRecord
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.01
 RETRY_DELAY_S = 1.0
-# The headers a dead letter describes its failure with: an original message's copies of them
-# (from an earlier failure, before a replay) are replaced, never repeated. Other headers,
-# capi.replayed included, are carried over so a replayed message keeps its history.
-ERROR_HEADERS = frozenset(
-    {
-        "capi.error.reason",
-        "capi.error.message",
-        "capi.source.topic",
-        "capi.source.partition",
-        "capi.source.offset",
-        "capi.http.status",
-        "capi.attempts",
-        "capi.failed_at",
-    }
-)
+
+Headers = list[tuple[str, str | bytes | None]]
+DeliveryCallback = Callable[[KafkaError | None, Any], None]
+
+
+class KafkaProducer(Protocol):
+    """The part of `confluent_kafka.Producer` the dead-letter producer uses."""
+
+    def produce(
+        self,
+        topic: str,
+        *,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        on_delivery: DeliveryCallback,
+    ) -> None: ...
+
+    def poll(self, timeout: float) -> int: ...
+
+    def flush(self, timeout: float) -> int: ...
 
 
 def dead_letter_headers(
@@ -40,39 +59,43 @@ def dead_letter_headers(
     status: int | None,
     attempts: int,
     failed_at: datetime,
-) -> list[tuple[str, str | bytes | None]]:
+) -> Headers:
     """The original message's headers, then the DESIGN §4 ones; `message` must already be free
     of PII."""
-    headers: list[tuple[str, str | bytes | None]] = [
+    headers: Headers = [
         (name, value) for name, value in record.headers or () if name not in ERROR_HEADERS
     ]
     headers += [
-        ("capi.error.reason", reason.encode()),
-        ("capi.error.message", message.encode()),
-        ("capi.source.topic", record.topic.encode()),
-        ("capi.source.partition", str(record.partition).encode()),
-        ("capi.source.offset", str(record.offset).encode()),
+        (REASON, reason.encode()),
+        (MESSAGE, message.encode()),
+        (SOURCE_TOPIC, record.topic.encode()),
+        (SOURCE_PARTITION, str(record.partition).encode()),
+        (SOURCE_OFFSET, str(record.offset).encode()),
     ]
     if status is not None:
-        headers.append(("capi.http.status", str(status).encode()))
-    headers.append(("capi.attempts", str(attempts).encode()))
-    headers.append(("capi.failed_at", failed_at.isoformat(timespec="milliseconds").encode()))
+        headers.append((HTTP_STATUS, str(status).encode()))
+    headers.append((ATTEMPTS, str(attempts).encode()))
+    headers.append((FAILED_AT, failed_at.isoformat(timespec="milliseconds").encode()))
     return headers
 
 
 class DeadLetterProducer:
     """Idempotent, acks=all producer for the dead-letter topic.
 
-    `send` never gives up: a record the broker refuses is produced again after a pause, and its
-    `on_acked` callback runs only after an acknowledgement, so its offset is never committed
-    past an unwritten dead letter. `healthy` is False while acknowledgements fail.
+    `send` never gives up: a record the broker refuses is produced again after a pause (each
+    time counted in `retries_total{reason="dead_letter_unacked"}`), and its `on_acked` callback
+    runs only after an acknowledgement, so its offset is never committed past an unwritten dead
+    letter. `healthy` is False while acknowledgements fail.
     """
 
     def __init__(
         self,
         config: dict[str, str],
         topic: str,
+        metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        connect: Callable[[dict[str, str]], KafkaProducer] = Producer,
+        retry_delay_s: float = RETRY_DELAY_S,
     ) -> None:
         self._config = {
             **config,
@@ -81,15 +104,18 @@ class DeadLetterProducer:
             "linger.ms": "20",
         }
         self._topic = topic
+        self._metrics = metrics
         self._clock = clock
-        self._producer: Producer | None = None
+        self._connect = connect
+        self._retry_delay_s = retry_delay_s
+        self._producer: KafkaProducer | None = None
         self._poller: asyncio.Task[None] | None = None
         self.healthy = True
         self.unacked = 0
         self._storms = RateLimitedLogger(log)
 
     async def start(self) -> None:
-        self._producer = Producer(self._config)
+        self._producer = self._connect(self._config)
         self._poller = asyncio.create_task(self._poll())
 
     def send(
@@ -115,10 +141,7 @@ class DeadLetterProducer:
             self._producer = None
 
     def _produce(
-        self,
-        record: SourceRecord,
-        headers: list[tuple[str, str | bytes | None]],
-        on_acked: Callable[[], None],
+        self, record: SourceRecord, headers: Headers, on_acked: Callable[[], None]
     ) -> None:
         producer = self._producer
         if producer is None:
@@ -131,6 +154,7 @@ class DeadLetterProducer:
                 on_acked()
                 return
             self.healthy = False
+            self._metrics.retry_scheduled("dead_letter_unacked")
             self._storms.warning(
                 f"unacked:{error.name()}",
                 "dead letter for %s[%d]@%d not acknowledged (%s); producing it again",
@@ -140,7 +164,7 @@ class DeadLetterProducer:
                 error.name(),
             )
             asyncio.get_running_loop().call_later(
-                RETRY_DELAY_S, self._produce, record, headers, on_acked
+                self._retry_delay_s, self._produce, record, headers, on_acked
             )
 
         try:
@@ -152,7 +176,8 @@ class DeadLetterProducer:
                 on_delivery=delivered,
             )
         except BufferError:
-            # The local queue is full: let the poller drain it, then try again.
+            # The local queue is full: let the poller drain it, then try again. Not a retry of
+            # the dead letter (the broker has not refused it), so not counted as one.
             asyncio.get_running_loop().call_later(
                 POLL_INTERVAL_S, self._produce, record, headers, on_acked
             )

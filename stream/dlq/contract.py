@@ -1,0 +1,51 @@
+"""The dead-letter contract of DESIGN §4: the reasons and the header names, defined once."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+DeadLetterReason = Literal[
+    "decode_error",
+    "invalid_event",
+    "mapping_error",
+    "too_old",
+    "rejected_by_pinterest",
+    "request_invalid",
+    "retries_exhausted",
+]
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
+    "decode_error",
+    "invalid_event",
+    "mapping_error",
+    "too_old",
+    "rejected_by_pinterest",
+    "request_invalid",
+    "retries_exhausted",
+)
+
+REASON: Final = "capi.error.reason"
+MESSAGE: Final = "capi.error.message"
+SOURCE_TOPIC: Final = "capi.source.topic"
+SOURCE_PARTITION: Final = "capi.source.partition"
+SOURCE_OFFSET: Final = "capi.source.offset"
+HTTP_STATUS: Final = "capi.http.status"
+ATTEMPTS: Final = "capi.attempts"
+FAILED_AT: Final = "capi.failed_at"
+REPLAYED: Final = "capi.replayed"
+REPLAYED_FROM: Final = "capi.replayed_from"
+
+ERROR_HEADERS: Final = frozenset(
+    {
+        REASON,
+        MESSAGE,
+        SOURCE_TOPIC,
+        SOURCE_PARTITION,
+        SOURCE_OFFSET,
+        HTTP_STATUS,
+        ATTEMPTS,
+        FAILED_AT,
+    }
+)
+"""The headers that describe one failure. A message carrying copies of them from an earlier
+failure (it was replayed) gets them replaced when it fails again, and drops them when replayed;
+every other header, `capi.replayed` included, is carried over so the message keeps its history."""
