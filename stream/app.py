@@ -104,7 +104,11 @@ class App:
             self.buffer, self.source, self.dispatcher, self.metrics, Ticket.origin
         )
         self.http = HealthServer(
-            settings.metrics.host, settings.metrics.port, self.registry, self.not_ready_reasons
+            settings.metrics.host,
+            settings.metrics.port,
+            self.registry,
+            self.not_ready_reasons,
+            self.degradations,
         )
         self._sources: dict[str, SourceSettings] = {}
         self._default_account: dict[str, str] = {}
@@ -281,16 +285,24 @@ class App:
     # --- readiness -----------------------------------------------------------------------------
 
     def not_ready_reasons(self) -> list[str]:
+        """DESIGN §5: ready once the consumer joined its group (with or without partitions)
+        and until draining; a replica without partitions is ready, so rollouts never hang."""
         reasons = []
         if self._draining:
             reasons.append("draining")
-        if not self.source.assignment:
-            reasons.append("no partitions assigned")
-        for account, status in self.dispatcher.setup_errors().items():
-            reasons.append(f"ad account {account} paused by a setup error (HTTP {status})")
-        if not self.dlq.healthy:
-            reasons.append("dead-letter topic not acknowledging")
+        if not self.source.joined:
+            reasons.append("not yet joined to consumer group " + self.settings.kafka.group_id)
         return reasons
+
+    def degradations(self) -> list[str]:
+        """What needs an operator while the replica stays ready (see `HealthServer`)."""
+        degraded = [
+            f"ad account {account} paused by a setup error (HTTP {status})"
+            for account, status in self.dispatcher.setup_errors().items()
+        ]
+        if not self.dlq.healthy:
+            degraded.append("dead-letter topic not acknowledging")
+        return degraded
 
     def _accounts(self) -> list[str]:
         accounts = {self.settings.ad_account_for(source) for source in self.settings.sources}

@@ -9,7 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 class HealthServer:
-    """`readiness()` returns the reasons the service is not ready (empty when ready).
+    """`readiness()` returns the reasons the service is not ready (empty when ready);
+    `degradations()` what is wrong while it stays ready (shown by /readyz, never a 503: a setup
+    error must not hang a rollout or a node drain — it is a metric, a log line and an alert).
 
     Reasons name partitions, ad accounts and states, never tokens or event content.
     """
@@ -20,11 +22,13 @@ class HealthServer:
         port: int,
         registry: CollectorRegistry,
         readiness: Callable[[], list[str]],
+        degradations: Callable[[], list[str]] = list,
     ) -> None:
         self._host = host
         self._port = port
         self._registry = registry
         self._readiness = readiness
+        self._degradations = degradations
         self._runner: web.AppRunner | None = None
         self.port = port
 
@@ -52,6 +56,9 @@ class HealthServer:
         reasons = self._readiness()
         if reasons:
             return web.Response(status=503, text="not ready: " + "; ".join(reasons) + "\n")
+        degraded = self._degradations()
+        if degraded:
+            return web.Response(text="ready; degraded: " + "; ".join(degraded) + "\n")
         return web.Response(text="ready\n")
 
     async def _metrics(self, _request: web.Request) -> web.Response:

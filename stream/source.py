@@ -93,6 +93,9 @@ class KafkaSource:
         self._refused_since: float | None = None
         self.generation = 0
         self.assignment: set[TopicPartitionKey] = set()
+        # True once the group coordinator has given this member its share, even an empty one
+        # (cooperative-sticky calls on_assign with no partitions); False again once lost.
+        self.joined = False
 
     @property
     def paused_partitions(self) -> int:
@@ -222,6 +225,7 @@ class KafkaSource:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.generation += 1
         self.assignment.update(keys)
+        self.joined = True
         log.info("assigned %d partitions: %s", len(keys), _describe(keys))
         self._listener.assigned(keys)
 
@@ -238,6 +242,7 @@ class KafkaSource:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.generation += 1
+        self.joined = False
         log.warning("lost %d partitions: %s", len(keys), _describe(keys))
         self._listener.lost(keys)
         self._forget(keys)

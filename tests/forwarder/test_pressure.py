@@ -35,7 +35,9 @@ def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
     )
     with running_forwarder(config, tmp_path) as forwarder:
         wait_until(lambda: "setup error" in forwarder.readyz()[1], 30, "readyz naming the error")
-        assert forwarder.readyz()[0] == 503
+        # DESIGN §5: a setup error is a metric, a log line and an alert, never unreadiness.
+        assert forwarder.readyz()[0] == 200
+        assert "degraded" in forwarder.readyz()[1]
         assert DEFAULT_AD_ACCOUNT in forwarder.readyz()[1]
         assert sandbox.token not in forwarder.log()
         assert forwarder.metric("capi_stream_setup_error", ad_account=DEFAULT_AD_ACCOUNT) == 1
@@ -48,7 +50,7 @@ def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
         sandbox.set_faults(token_revoked=False)
         wait_until(run.committed, 60, "all offsets committed")
         assert "resuming its partitions" in forwarder.log()
-        wait_until(lambda: forwarder.readyz()[0] == 200, 10, "ready again")
+        wait_until(lambda: forwarder.readyz() == (200, "ready\n"), 10, "no longer degraded")
         assert forwarder.metric("capi_stream_setup_error", ad_account=DEFAULT_AD_ACCOUNT) == 0
     assert kafka.read_all(run.dlq) == []
     assert set(delivered_keys(sandbox)) == run.expected
@@ -175,7 +177,7 @@ def test_a_setup_error_on_one_account_does_not_stall_the_others(
     with running_forwarder(config, tmp_path) as forwarder:
         # The refused account's events would fill the whole buffer many times over.
         wait_until(lambda: all_committed(kafka, group, topic_ok), 90, "healthy topic committed")
-        assert forwarder.readyz()[0] == 503
+        assert forwarder.readyz()[0] == 200
         assert refused in forwarder.readyz()[1]
         assert forwarder.metric("capi_stream_setup_error", ad_account=refused) == 1
         assert forwarder.metric("capi_stream_paused_partitions") == 2
@@ -204,7 +206,7 @@ def test_a_rotated_token_file_heals_the_account_without_a_restart(
         fresh.write_text(sandbox.token + "\n")
         fresh.replace(token_file)
         wait_until(run.committed, 60, "all offsets committed")
-        wait_until(lambda: forwarder.readyz()[0] == 200, 10, "ready again")
+        wait_until(lambda: forwarder.readyz() == (200, "ready\n"), 10, "no longer degraded")
         assert "expired-token" not in forwarder.log()
         assert sandbox.token not in forwarder.log()
     assert kafka.read_all(run.dlq) == []
