@@ -108,6 +108,7 @@ class App:
             setup_error_probe_s=sending.setup_error_probe_s,
             requests_per_minute=settings.pinterest.requests_per_minute,
             refresh_credentials=self._reload_token,
+            ad_accounts=settings.configured_ad_accounts(),
         )
         self.source = KafkaSource(
             settings.kafka.client_config(),
