@@ -99,6 +99,7 @@ class App:
             setup_error_probe_s=sending.setup_error_probe_s,
             requests_per_minute=settings.pinterest.requests_per_minute,
             refresh_credentials=self._reload_token,
+            ad_accounts=settings.configured_ad_accounts(),
         )
         self.backpressure: Backpressure[Ticket] = Backpressure(
             self.buffer, self.source, self.dispatcher, self.metrics, Ticket.origin

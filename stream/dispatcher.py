@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -101,10 +101,14 @@ class Dispatcher(Generic[T]):
 
     Per batch: wait for a concurrency slot and the request budget → send → classify → do what
     `stream.policy.decide` says. Per-event answers settle events (processed → delivered,
-    failed → dead letter); retriable failures back off and resend the same batch within the
-    retry budget, then dead-letter it as retries_exhausted; a request refused as a whole (400)
-    is bisected down to the offending events; setup errors pause the account and never
-    dead-letter. Processed events are never sent again.
+    failed → dead letter); retriable failures back off and resend the batch until its events
+    would be too old for Pinterest (each then dead-lettered as too_old) or the optional retry
+    budget is spent (retries_exhausted); a request refused as a whole (400) is bisected down to
+    the offending events; setup errors pause the account and never dead-letter. Processed
+    events are never sent again.
+
+    State and metric labels exist only for `ad_accounts` (None: any account): a batch for
+    another one is dead-lettered as invalid_event without a request.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class Dispatcher(Generic[T]):
         setup_error_probe_s: float,
         requests_per_minute: int = 5000,
         refresh_credentials: Callable[[], bool] | None = None,
+        ad_accounts: Collection[str] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -131,6 +136,7 @@ class Dispatcher(Generic[T]):
         self._probe_s = setup_error_probe_s
         self._requests_per_minute = requests_per_minute
         self._refresh_credentials = refresh_credentials
+        self._allowed = None if ad_accounts is None else frozenset(ad_accounts)
         self._clock = clock
         self._sleep = sleep
         self._accounts: dict[str, AccountState] = {}
@@ -139,8 +145,11 @@ class Dispatcher(Generic[T]):
         self._held: dict[str, int] = {}
 
     def account(self, ad_account_id: str) -> AccountState:
+        """The account's state, created on first use; KeyError for an account not configured."""
         state = self._accounts.get(ad_account_id)
         if state is None:
+            if not self.accepts(ad_account_id):
+                raise KeyError("ad account is not configured")
             limiter = ConcurrencyLimiter(
                 self._initial,
                 self._maximum,
@@ -152,6 +161,10 @@ class Dispatcher(Generic[T]):
             state = self._accounts[ad_account_id] = AccountState(ad_account_id, limiter, budget)
             self._metrics.ad_account_registered(ad_account_id, limiter.limit)
         return state
+
+    def accepts(self, ad_account_id: str) -> bool:
+        allowed = self._allowed
+        return allowed is None or ad_account_id in allowed
 
     def setup_errors(self) -> dict[str, int | None]:
         """Ad accounts currently paused by a setup error, with the HTTP status that did it."""
@@ -188,10 +201,13 @@ class Dispatcher(Generic[T]):
         return frozenset(keys), events, size
 
     def submit(self, batch: Batch[T]) -> None:
-        task = asyncio.create_task(self._deliver(batch, self._backoff.start()))
-        self._tasks[task] = batch
         account = batch.key.ad_account_id
-        self._held[account] = self._held.get(account, 0) + len(batch.events)
+        if self.accepts(account):
+            task = asyncio.create_task(self._deliver(batch, self._backoff.start()))
+            self._held[account] = self._held.get(account, 0) + len(batch.events)
+        else:
+            task = asyncio.create_task(self._refuse(batch))
+        self._tasks[task] = batch
         task.add_done_callback(self._finished)
 
     async def cancel(self) -> None:
@@ -203,16 +219,38 @@ class Dispatcher(Generic[T]):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         batch = self._tasks.pop(task)
-        self._held[batch.key.ad_account_id] -= len(batch.events)
+        account = batch.key.ad_account_id
+        if account in self._held:
+            self._held[account] -= len(batch.events)
         if not task.cancelled() and task.exception() is not None:
             log.error("batch delivery failed unexpectedly", exc_info=task.exception())
+
+    async def _refuse(self, batch: Batch[T]) -> None:
+        """Dead-letters a batch for an account outside the configured set, which the mapper
+        already refuses: no request, no per-account state, no metric label."""
+        self._storms.error(
+            "unconfigured-account",
+            "dead-lettering %d events for an ad account that is not configured",
+            len(batch.events),
+        )
+        failure = Failure(
+            "invalid_event",
+            "ad_account_id: not one of the configured ad accounts (pinterest.ad_account_id, "
+            "sources[].ad_account_id, pinterest.allowed_ad_accounts)",
+            None,
+            0,
+        )
+        for event, tokens in zip(batch.events, batch.tokens, strict=True):
+            self._outcomes.failed(event, tokens, failure)
 
     async def _deliver(self, batch: Batch[T], retry: RetryState, attempts: int = 0) -> None:
         account = self.account(batch.key.ad_account_id)
         limiter = account.limiter
         probing = False
+        remaining: Batch[T] | None = batch
         try:
-            while True:
+            while remaining is not None:
+                batch = remaining
                 if account.setup_error is not None and not probing:
                     if account.claim_probe():
                         probing = True
@@ -226,13 +264,14 @@ class Dispatcher(Generic[T]):
                     limiter.give_back()
                     continue
                 await account.budget.acquire()
+                retry.attempt()
                 answer, elapsed = await self._request(batch, limiter)
                 attempts += 1
                 held = hold(answer)
                 if held is not None:
                     account.budget.hold(held)
                 limiter.release(elapsed, congested=answer.kind.retriable)
-                decision = decide(answer, len(batch.events), retry)
+                decision = decide(answer, batch.events, retry, self._clock())
                 if isinstance(decision, Pause):
                     # A rotated token (e.g. a Kubernetes Secret update) is tried right away.
                     if not self._credentials_changed(answer):
@@ -243,8 +282,7 @@ class Dispatcher(Generic[T]):
                 if account.recover():
                     log.warning("ad account %s accepts requests again", account.ad_account_id)
                     self._metrics.setup_error_changed(account.ad_account_id, None)
-                if not await self._carry_out(decision, batch, retry, answer, attempts):
-                    return
+                remaining = await self._carry_out(decision, batch, retry, answer, attempts)
         finally:
             if probing:
                 account.release_probe()
@@ -256,23 +294,26 @@ class Dispatcher(Generic[T]):
         retry: RetryState,
         answer: Classification,
         attempts: int,
-    ) -> bool:
-        """Does what the policy decided; True when the batch is to be sent again."""
+    ) -> Batch[T] | None:
+        """Does what the policy decided; returns what is to be sent again, if anything."""
         match decision:
-            case Retry(delay=delay, reason=reason):
+            case Retry(delay=delay, reason=reason, expired=expired, expired_message=message):
+                if expired:
+                    batch = self._age_out(batch, expired, message, answer, attempts)
                 self._metrics.retry_scheduled(reason)
                 log.debug("retrying %d events in %.2fs: %s", len(batch.events), delay, reason)
                 await self._sleep(delay)
-                return True
+                return batch
             case GiveUp(reason=reason, message=message):
                 self._storms.error(
-                    f"exhausted:{batch.key.ad_account_id}:{answer.reason}",
-                    "retries exhausted for %d events of ad account %s after %d attempts (%s): "
-                    "dead-lettering them",
+                    f"gave-up:{batch.key.ad_account_id}:{reason}:{answer.reason}",
+                    "gave up retrying %d events of ad account %s after %d attempts (%s): "
+                    "dead-lettering them as %s",
                     len(batch.events),
                     batch.key.ad_account_id,
                     attempts,
                     answer.reason,
+                    reason,
                 )
                 failure = Failure(reason, message, answer.status, attempts)
                 for event, tokens in zip(batch.events, batch.tokens, strict=True):
@@ -280,14 +321,44 @@ class Dispatcher(Generic[T]):
             case Bisect():
                 first, second = batch.halves()
                 await asyncio.gather(
-                    self._deliver(first, retry, attempts), self._deliver(second, retry, attempts)
+                    self._deliver(first, retry.split(), attempts),
+                    self._deliver(second, retry.split(), attempts),
                 )
             case Reject(reason=reason, message=message):
                 failure = Failure(reason, message, answer.status, attempts)
                 self._outcomes.failed(batch.events[0], batch.tokens[0], failure)
             case Settle(reason=reason):
                 self._settle(batch, answer, reason, attempts)
-        return False
+        return None
+
+    def _age_out(
+        self,
+        batch: Batch[T],
+        expired: tuple[int, ...],
+        message: str,
+        answer: Classification,
+        attempts: int,
+    ) -> Batch[T]:
+        """Dead-letters the `expired` events as too_old; returns the batch without them."""
+        self._storms.warning(
+            f"too-old:{batch.key.ad_account_id}",
+            "%d events of ad account %s became too old for Pinterest while retrying (%s): "
+            "dead-lettering them as too_old",
+            len(expired),
+            batch.key.ad_account_id,
+            answer.reason,
+        )
+        failure = Failure("too_old", message, answer.status, attempts)
+        gone = set(expired)
+        events: list[PinterestEvent] = []
+        tokens: list[tuple[T, ...]] = []
+        for index, (event, copies) in enumerate(zip(batch.events, batch.tokens, strict=True)):
+            if index in gone:
+                self._outcomes.failed(event, copies, failure)
+            else:
+                events.append(event)
+                tokens.append(copies)
+        return Batch(batch.key, tuple(events), tuple(tokens))
 
     def _pause(self, account: AccountState, answer: Classification) -> None:
         if account.enter_setup_error(answer):

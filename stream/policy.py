@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from stream.dlq.contract import DeadLetterReason
+from stream.models import PinterestEvent
 from stream.pinterest.classify import AnswerKind, Classification
 from stream.retry import RetryReason, RetryState
+from stream.validate import MAX_AGE_S
+
+AGE_MARGIN_S: Final = 60.0
+"""An event is given up as too old this long before Pinterest would refuse it: room for the
+next request's own duration and for the clocks of the two sides to differ."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,15 +26,22 @@ class Settle:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Send the same batch again after `delay` seconds; `reason` is what retries_total counts."""
+    """Send the batch again after `delay` seconds; `reason` is what retries_total counts.
+
+    The events at the `expired` positions would be too old for Pinterest by then: they are
+    dead-lettered now as too_old with `expired_message`, and the rest is sent without them.
+    """
 
     delay: float
     reason: RetryReason
+    expired: tuple[int, ...] = ()
+    expired_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class GiveUp:
-    """The retry budget is spent: dead-letter every event of the batch as `reason`."""
+    """Retrying is over: dead-letter every event of the batch as `reason` (retries_exhausted
+    once the optional retry budget is spent, too_old once every event has aged out)."""
 
     reason: DeadLetterReason
     message: str
@@ -56,26 +71,43 @@ PAUSE = Pause()
 BISECT = Bisect()
 
 
-def decide(answer: Classification, events: int, retry: RetryState) -> Decision:
-    """What to do with `answer` to a request of `events` events.
+def decide(
+    answer: Classification, events: Sequence[PinterestEvent], retry: RetryState, now: float
+) -> Decision:
+    """What to do with `answer` to a request that carried `events`; `now` is Unix time.
 
     Only a retriable answer consults `retry` (and spends one of its retries); its delay honours
-    the server's hint and never reaches past the retry budget.
+    the server's hint and never reaches past the retry budget, if there is one. Without a budget
+    a transient failure is retried until the event would be too old for Pinterest, event by
+    event: a batch holds events of different ages, and the oldest age out first.
     """
     kind = answer.kind
     if kind.setup_error:
         return PAUSE
     if kind.retriable:
+        reason = answer.reason or "server_error"
         delay = retry.next_delay(answer.retry_after)
-        if delay is not None:
-            return Retry(delay, answer.reason or "server_error")
-        message = answer.message or (answer.reason or "retry").replace("_", " ")
-        return GiveUp(_dead_letter_reason(kind), message)
+        if delay is None:
+            message = answer.message or reason.replace("_", " ")
+            return GiveUp(_dead_letter_reason(kind), message)
+        # Pinterest refuses an event older than MAX_AGE_S when it receives it: at the next attempt.
+        cutoff = now + delay + AGE_MARGIN_S - MAX_AGE_S
+        expired = tuple(i for i, event in enumerate(events) if event.event_time < cutoff)
+        if not expired:
+            return Retry(delay, reason)
+        if len(expired) == len(events):
+            return GiveUp("too_old", _too_old(answer, reason))
+        return Retry(delay, reason, expired, _too_old(answer, reason))
     if kind is AnswerKind.REQUEST_INVALID:
-        if events > 1:
+        if len(events) > 1:
             return BISECT
         return Reject(_dead_letter_reason(kind), answer.message)
     return Settle(_dead_letter_reason(kind))
+
+
+def _too_old(answer: Classification, reason: RetryReason) -> str:
+    cause = f"HTTP {answer.status}" if answer.status is not None else reason.replace("_", " ")
+    return f"event_time: older than 7 days before Pinterest accepted it (retrying after {cause})"
 
 
 def hold(answer: Classification) -> float | None:

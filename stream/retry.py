@@ -1,4 +1,4 @@
-"""Retry timing and reasons: full-jitter exponential backoff, server hints, a total time budget."""
+"""Retry timing and reasons: full-jitter exponential backoff, server hints, an optional budget."""
 
 from __future__ import annotations
 
@@ -33,14 +33,15 @@ class Backoff:
     """Full-jitter exponential backoff: attempt n waits uniform(0, min(max, initial * 2**n)).
 
     A server hint (Retry-After, x-ratelimit-reset) replaces the jittered delay: waiting less
-    than the server asked only earns another 429.
+    than the server asked only earns another 429. `budget_s`, when set, caps the time one unit
+    of work may spend failing transiently; None retries for as long as the caller allows.
     """
 
     def __init__(
         self,
         initial_s: float,
         max_s: float,
-        budget_s: float,
+        budget_s: float | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -61,23 +62,47 @@ class Backoff:
 
 
 class RetryState:
-    """The retries of one unit of work: counts attempts and enforces the total budget."""
+    """The retries of one unit of work: counts them and the time spent failing transiently.
 
-    __slots__ = ("_backoff", "_clock", "_deadline", "retries")
+    Only a failed attempt's own duration (from `attempt()` to the answer) and the backoff
+    delays after it are spent: waiting for a concurrency slot, for the account's request
+    budget or out a setup-error pause is not failing, and an outage never ages the budget of
+    work that was merely queued behind it.
+    """
+
+    __slots__ = ("_backoff", "_clock", "_sent_at", "retries", "spent_s")
 
     def __init__(self, backoff: Backoff, clock: Callable[[], float]) -> None:
         self._backoff = backoff
         self._clock = clock
-        self._deadline = clock() + backoff.budget_s
+        self._sent_at: float | None = None
         self.retries = 0
+        self.spent_s = 0.0
+
+    def attempt(self) -> None:
+        """Marks a request going out now: if it fails transiently, its duration is spent."""
+        self._sent_at = self._clock()
 
     def next_delay(self, hint: float | None = None) -> float | None:
-        """The wait before the next attempt, or None once the budget is spent.
+        """The wait before the next attempt (spent at once), or None once the budget is spent.
 
         A wait reaching past the budget is shortened so the last attempt happens at its end.
         """
-        remaining = self._deadline - self._clock()
+        if self._sent_at is not None:
+            self.spent_s += max(0.0, self._clock() - self._sent_at)
+            self._sent_at = None
+        budget = self._backoff.budget_s
+        remaining = float("inf") if budget is None else budget - self.spent_s
         if remaining <= 0:
             return None
+        delay = min(self._backoff.delay(self.retries, hint), remaining)
         self.retries += 1
-        return min(self._backoff.delay(self.retries - 1, hint), remaining)
+        self.spent_s += delay
+        return delay
+
+    def split(self) -> RetryState:
+        """A copy for one half of a bisected batch: the halves fail (and spend) on their own."""
+        twin = RetryState(self._backoff, self._clock)
+        twin.retries = self.retries
+        twin.spent_s = self.spent_s
+        return twin

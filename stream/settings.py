@@ -188,8 +188,11 @@ class SendingSettings(Section):
     max_concurrency: int = Field(default=32, ge=1, description="In-flight requests per account")
     initial_concurrency: int = Field(default=4, ge=1, description="Starting concurrency limit")
     request_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one request")
-    retry_budget_s: float = Field(
-        default=900.0, gt=0, description="Total time an event may spend retrying"
+    retry_budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Optional cap on the time an event may spend failing transiently (429, "
+        "5xx, timeouts); unset, it retries until the event is too old for Pinterest",
     )
     backoff_initial_s: float = Field(default=0.5, gt=0, description="First retry backoff cap")
     backoff_max_s: float = Field(default=60.0, gt=0, description="Largest retry backoff")

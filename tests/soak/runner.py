@@ -33,6 +33,7 @@ from tests.soak.plot import plot
 from tests.soak.workload import (
     INVALID_REQUEST_PATTERN,
     REJECT_PATTERN,
+    SECOND_AD_ACCOUNT,
     Expectation,
     name_needles,
     partition_of,
@@ -481,6 +482,8 @@ def run_soak(options: SoakOptions, progress: Callable[[str], None] = print) -> S
                 {"topic": topics["web"], "format": "segment"},
                 {"topic": topics["crm"], "format": "pinterest", "action_source": "offline"},
             ],
+            # The CRM messages name a second ad account of their own: it must be configured.
+            pinterest={"allowed_ad_accounts": [SECOND_AD_ACCOUNT]},
             kafka={"properties": FAST_GROUP},
             batching={"max_events": 500, "linger_ms": 200},
             sending={

@@ -1,4 +1,5 @@
-"""The delivery policy as a table: each answer, given the retry budget left → what to do."""
+"""The delivery policy as a table: each answer, given the retry budget left → what to do; and
+retries without a budget that outlast an outage until each event ages out (injected clock)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,22 @@ import orjson
 import pytest
 
 from stream.dlq.contract import DeadLetterReason
+from stream.models import PinterestEvent
 from stream.pinterest.classify import AnswerKind, ApiResponse, Classification, classify
-from stream.policy import BISECT, PAUSE, Decision, GiveUp, Reject, Retry, Settle, decide, hold
+from stream.policy import (
+    AGE_MARGIN_S,
+    BISECT,
+    PAUSE,
+    Decision,
+    GiveUp,
+    Reject,
+    Retry,
+    Settle,
+    decide,
+    hold,
+)
 from stream.retry import Backoff, RetryState
+from stream.validate import MAX_AGE_S
 
 NOW = 1_800_000_000.0
 SEED = 1
@@ -18,8 +32,20 @@ FIRST_JITTER = random.Random(SEED).uniform(0, 0.5)
 """The first jittered delay of Backoff(0.5, …) seeded with SEED."""
 
 
-def retry_state(budget_s: float) -> RetryState:
+def retry_state(budget_s: float | None) -> RetryState:
     return Backoff(0.5, 60.0, budget_s, rng=random.Random(SEED), clock=lambda: 0.0).start()
+
+
+def aged(*ages_s: float) -> tuple[PinterestEvent, ...]:
+    """Events whose event_time lies `ages_s` before NOW."""
+    return tuple(
+        PinterestEvent(f"e{n}", "checkout", "web", int(NOW - age), None, b"{}")
+        for n, age in enumerate(ages_s)
+    )
+
+
+def fresh(events: int) -> tuple[PinterestEvent, ...]:
+    return aged(*[60.0] * events)
 
 
 def processed(*statuses: str) -> bytes:
@@ -165,7 +191,7 @@ def test_decision_table(
     response: ApiResponse, events: int, budget_s: float, expected: Decision
 ) -> None:
     answer = classify(response, events, NOW)
-    assert decide(answer, events, retry_state(budget_s)) == expected
+    assert decide(answer, fresh(events), retry_state(budget_s), NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -175,9 +201,9 @@ def test_decision_table(
 )
 def test_only_a_retriable_answer_spends_a_retry(response: ApiResponse) -> None:
     retry = retry_state(900.0)
-    decide(classify(response, 2, NOW), 2, retry)
+    decide(classify(response, 2, NOW), fresh(2), retry, NOW)
     assert retry.retries == 0
-    decide(classify(ApiResponse(503), 2, NOW), 2, retry)
+    decide(classify(ApiResponse(503), 2, NOW), fresh(2), retry, NOW)
     assert retry.retries == 1
 
 
@@ -229,3 +255,110 @@ def test_server_pacing_hints_hold_the_account(
     answer: Classification, expected: float | None
 ) -> None:
     assert hold(answer) == expected
+
+
+DAY = 24 * 3600.0
+TOO_OLD_503 = "event_time: older than 7 days before Pinterest accepted it (retrying after HTTP 503)"
+
+
+@pytest.mark.parametrize(
+    ("response", "ages", "budget_s", "expected"),
+    [
+        (
+            ApiResponse(503),
+            (MAX_AGE_S - 10, MAX_AGE_S - 3600, 3600),
+            None,
+            Retry(FIRST_JITTER, "server_error", (0,), TOO_OLD_503),
+        ),
+        (
+            ApiResponse(503),
+            (MAX_AGE_S - 10, MAX_AGE_S - 30),
+            None,
+            GiveUp("too_old", TOO_OLD_503),
+        ),
+        (
+            ApiResponse(429, b"", {"Retry-After": "60"}),
+            (MAX_AGE_S - 100, 3600),
+            None,
+            Retry(
+                60.0,
+                "rate_limited",
+                (0,),
+                "event_time: older than 7 days before Pinterest accepted it "
+                "(retrying after HTTP 429)",
+            ),
+        ),
+        (
+            ApiResponse(None, error="timeout"),
+            (MAX_AGE_S - 100, 3600),
+            None,
+            Retry(FIRST_JITTER, "timeout"),
+        ),
+        (
+            ApiResponse(None, error="connection"),
+            (MAX_AGE_S - 10,),
+            None,
+            GiveUp(
+                "too_old",
+                "event_time: older than 7 days before Pinterest accepted it "
+                "(retrying after connection error)",
+            ),
+        ),
+        (
+            ApiResponse(503),
+            (MAX_AGE_S - 10, 3600),
+            0.0,
+            GiveUp("retries_exhausted", "server error"),
+        ),
+        (
+            ApiResponse(200, processed("processed")),
+            (MAX_AGE_S - 1,),
+            None,
+            Settle("rejected_by_pinterest"),
+        ),
+    ],
+    ids=[
+        "the event about to age out is dead-lettered, the others retry",
+        "every event aged out: give up as too_old",
+        "a server hint that reaches past an event's age limit ages it out",
+        "an event with more time left than the wait keeps retrying",
+        "a transport error ages out like an HTTP one",
+        "a spent budget gives up as retries_exhausted first",
+        "an answer that settles ignores age",
+    ],
+)
+def test_events_age_out_one_by_one(
+    response: ApiResponse, ages: tuple[float, ...], budget_s: float | None, expected: Decision
+) -> None:
+    events = aged(*ages)
+    answer = classify(response, len(events), NOW)
+    assert decide(answer, events, retry_state(budget_s), NOW) == expected
+
+
+def test_an_outage_of_days_retries_until_each_event_ages_out_and_nothing_else() -> None:
+    """503s for three days, no budget: far beyond the old 15-minute budget, every retry goes on
+    and only the events reaching Pinterest's age limit are dead-lettered, oldest first."""
+    clock = [NOW]
+    retry = Backoff(0.5, 60.0, None, rng=random.Random(7), clock=lambda: clock[0]).start()
+    batch = list(aged(MAX_AGE_S - 3600, MAX_AGE_S - DAY, MAX_AGE_S - 2 * DAY, 3600, 60))
+    expired_at: dict[str, float] = {}
+    sent_at: dict[str, list[float]] = {event.event_id: [] for event in batch}
+    while clock[0] < NOW + 3 * DAY:
+        retry.attempt()
+        for event in batch:
+            sent_at[event.event_id].append(clock[0])
+        clock[0] += 30.0  # every attempt times out
+        decision = decide(classify(ApiResponse(503), len(batch), clock[0]), batch, retry, clock[0])
+        assert isinstance(decision, Retry), decision
+        for index in decision.expired:
+            expired_at[batch[index].event_id] = clock[0]
+        batch = [event for i, event in enumerate(batch) if i not in decision.expired]
+        clock[0] += decision.delay
+    assert [event.event_id for event in batch] == ["e3", "e4"]
+    assert list(expired_at) == ["e0", "e1", "e2"]
+    for event_id, age_left in (("e0", 3600), ("e1", DAY), ("e2", 2 * DAY)):
+        # Aged out within one attempt and one longest wait of its limit, never sent too old.
+        deadline = NOW + age_left
+        assert deadline - 30.0 - 60.0 - AGE_MARGIN_S <= expired_at[event_id] <= deadline
+        assert max(sent_at[event_id]) <= deadline - AGE_MARGIN_S
+    assert retry.retries > 3 * DAY / 90
