@@ -463,6 +463,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """A problem for each CAPI_STREAM_* variable no setting reads, naming the closest valid one:
     a typo would otherwise be ignored without a word."""
     names, prefixes = variable_names()
+    # Compared without the shared prefix, which would make every name look alike.
+    stems = {valid.removeprefix(ENV_PREFIX): valid for valid in names}
     problems = []
     for variable in sorted(environ):
         name = variable.upper()
@@ -473,8 +475,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
             or name.startswith(prefixes)
         ):
             continue
-        # Compared without the shared prefix, which would make every name look alike.
-        stems = {valid.removeprefix(ENV_PREFIX): valid for valid in names}
         close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), stems, n=1)
         hint = (
             f"did you mean {stems[close[0]]}?"
@@ -514,6 +514,8 @@ def _unquoted_scalar(key: str, value: float) -> str:
         return f'{kind}, not a string: quote the value in YAML ({leaf}: "...")'
     # An ad account id is no secret: showing it makes the fix copyable.
     digits = str(value) if type(value) is int else "549755885175"
+    if len(digits) > 18:
+        return f"{kind} of {len(digits)} digits: an ad account id is a string of 1 to 18 digits"
     if leaf.isdigit():  # an item of allowed_ad_accounts
         return f'{kind}, not a string: quote each ad account id in YAML (["{digits}"])'
     return f'{kind}, not a string: quote the ad account id as written in YAML ({leaf}: "{digits}")'

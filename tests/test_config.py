@@ -271,6 +271,11 @@ def test_variables_the_settings_read_are_not_unknown() -> None:
             'ad_account_id: "12"',
         ),
         ("pinterest: {allowed_ad_accounts: [7]}", "pinterest.allowed_ad_accounts.0", '["7"]'),
+        (
+            "pinterest: {ad_account_id: 1234567890123456789012}",
+            "pinterest.ad_account_id",
+            "a number of 22 digits: an ad account id is a string of 1 to 18 digits",
+        ),
         ("kafka: {group_id: 42}", "kafka.group_id", 'quote the value in YAML (group_id: "...")'),
         ("kafka: {group_id: yes}", "kafka.group_id", "a boolean, not a string"),
     ],
