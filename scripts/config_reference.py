@@ -23,8 +23,16 @@ capi-stream reads a YAML file (`--config FILE`, examples in `config/`) and then 
 every key can be overridden by `CAPI_STREAM_<SECTION>__<KEY>` (nested keys joined with `__`;
 lists and mappings as JSON). Secrets: prefer `pinterest.access_token_file` and
 `kafka.sasl_password_file` (Kubernetes Secret mounts) over inline values. Invalid configuration
-exits with status 2 and names the key; `capi-stream check-config` prints the effective
-configuration with secrets masked.
+exits with status 2 and names every offending key; `capi-stream check-config` prints the
+effective configuration with secrets masked, or every problem. A `CAPI_STREAM_*` variable that
+no setting reads (a typo such as `CAPI_STREAM_KAFKA_BOOTSTRAP_SERVERS`, one underscore) is an
+error naming the closest valid one. Quote ad account ids in YAML (`ad_account_id:
+"549755885175"`): unquoted, YAML reads a number.
+
+The API is reached through the proxy named by `HTTPS_PROXY` (`HTTP_PROXY` for an `http://`
+loopback URL), unless `NO_PROXY` lists its host; user and password may be part of the proxy URL.
+`pinterest.ca_file` adds a CA to the system's trusted CAs (for a private CA or a TLS-inspecting
+proxy); with `pinterest.ca_file_only: true` the file's CAs are the only ones trusted.
 """
 
 

@@ -71,6 +71,7 @@ class App:
             sending.request_timeout_s,
             connections=sending.max_concurrency * max(1, len(self._accounts())),
             ca_file=settings.pinterest.ca_file,
+            ca_file_only=settings.pinterest.ca_file_only,
         )
         self.dlq = DeadLetterProducer(
             settings.kafka.client_config(), settings.kafka.dead_letter_topic, self.metrics

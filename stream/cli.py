@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("stream.commands.run", "consume Kafka and forward events to Pinterest"),
     "transform": ("stream.commands.transform", "preview the mapping: JSON lines in, events out"),
     "sandbox": ("stream.commands.sandbox", "a local Pinterest Conversions API emulator"),
-    "verify": ("stream.commands.verify", "send one test event (?test=true) and report"),
+    "verify": ("stream.commands.verify", "preflight: check Kafka, send one test event per account"),
     "dlq": ("stream.commands.dlq", "inspect or replay dead letters"),
     "check-config": ("stream.commands.check_config", "validate configuration and print it"),
 }
@@ -36,8 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"capi-stream {__version__}")
-    top.add_argument("command", choices=COMMANDS, metavar="command")
+    top.add_argument(
+        "command", choices=COMMANDS, metavar="command", help="one of the commands below"
+    )
     top.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    if not args:
+        # argparse alone would say "required: command, arguments"; show what there is instead.
+        top.print_help(sys.stderr)
+        return EXIT_USAGE
     chosen = top.parse_args(args[:1] if args and not args[0].startswith("-") else args)
     module_name, text = COMMANDS[chosen.command]
     module = importlib.import_module(module_name)
@@ -47,10 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(options))
     except ConfigurationError as exc:
-        print(f"capi-stream: invalid configuration: {exc}", file=sys.stderr)
+        print(describe(exc), file=sys.stderr)
         return EXIT_USAGE
     except CapiStreamError as exc:
         print(f"capi-stream: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+
+
+def describe(error: ConfigurationError) -> str:
+    """Every problem of `error`, one per line when there are several."""
+    if len(error.problems) == 1:
+        return f"capi-stream: invalid configuration: {error}"
+    lines = [f"capi-stream: invalid configuration ({len(error.problems)} problems):"]
+    lines += [f"  {key}: {message}" for key, message in error.problems]
+    return "\n".join(lines)

@@ -20,10 +20,12 @@ class CapiStreamError(Exception):
 
 
 class ConfigurationError(CapiStreamError):
-    """Settings or command-line usage are invalid; `key` names the offending setting."""
+    """Settings or command-line usage are invalid; `key` names the (first) offending setting
+    and `problems` holds every (key, message) found, so one attempt reports them all."""
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
+    def __init__(self, key: str, message: str, *more: tuple[str, str]) -> None:
+        self.problems: tuple[tuple[str, str], ...] = ((key, message), *more)
+        super().__init__("\n".join(f"{k}: {m}" for k, m in self.problems))
         self.key = key
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,9 +19,11 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream.errors import ConfigurationError
@@ -29,6 +33,8 @@ ENV_PREFIX = "CAPI_STREAM_"
 SECRET_PROPERTY_MARKERS = ("password", "secret", "token", "key.pem", "jaas", "oauthbearer")
 MASK = "***"
 AdAccountId = Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")]
+# CAPI_STREAM_* variables that are not settings: read by the development scripts in scripts/.
+NOT_SETTINGS = frozenset({"CAPI_STREAM_CACHE"})
 # librdkafka properties that switch TLS certificate checks off, and the values that do it.
 _VERIFICATION_OFF = {
     "enable.ssl.certificate.verification": "false",
@@ -155,7 +161,15 @@ class PinterestSettings(Section):
         default=None, description="File holding the access token (Kubernetes Secret mount)"
     )
     test_mode: bool = Field(default=False, description="Send with ?test=true (nothing recorded)")
-    ca_file: Path | None = Field(default=None, description="Extra CA bundle to trust for the API")
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle trusted for the API in addition to the system CAs "
+        "(a private CA, a TLS-inspecting proxy)",
+    )
+    ca_file_only: bool = Field(
+        default=False,
+        description="Trust only ca_file for the API, not the system CAs",
+    )
     requests_per_minute: int = Field(
         default=5000, gt=0, description="Request budget per ad account per minute"
     )
@@ -169,6 +183,13 @@ class PinterestSettings(Section):
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("http:// is refused unless the host is loopback; use https://")
         return url.rstrip("/")
+
+    @field_validator("ca_file_only")
+    @classmethod
+    def _only_with_a_file(cls, only: bool, info: ValidationInfo) -> bool:
+        if only and info.data.get("ca_file") is None:
+            raise ValueError("needs pinterest.ca_file: without it nothing would be trusted")
+        return only
 
     def token_value(self) -> str | None:
         if self.access_token_file is not None:
@@ -306,18 +327,30 @@ class Settings(BaseSettings):
         return warnings
 
     def require_runnable(self) -> None:
-        """Checks what `run` needs beyond well-formed values: credentials and accounts."""
-        if self.pinterest.token_value() is None:
-            raise ConfigurationError(
-                "pinterest.access_token", "an access token (or access_token_file) is required"
-            )
-        self.kafka.sasl_password_value()
-        for source in self.sources:
-            if self.ad_account_for(source) is None:
-                raise ConfigurationError(
-                    "pinterest.ad_account_id",
-                    f"source {source.source_name!r} has no ad account",
+        """Checks what `run` needs beyond well-formed values: credentials, accounts and the
+        files they name; raises one error listing every problem."""
+        problems: list[tuple[str, str]] = []
+        try:
+            if self.pinterest.token_value() is None:
+                problems.append(
+                    ("pinterest.access_token", "an access token (or access_token_file) is required")
                 )
+        except ConfigurationError as exc:
+            problems += exc.problems
+        try:
+            self.kafka.sasl_password_value()
+        except ConfigurationError as exc:
+            problems += exc.problems
+        ca_file = self.pinterest.ca_file
+        if ca_file is not None and not ca_file.is_file():
+            problems.append(("pinterest.ca_file", f"{ca_file} is not a readable file"))
+        problems += [
+            ("pinterest.ad_account_id", f"source {source.source_name!r} has no ad account")
+            for source in self.sources
+            if self.ad_account_for(source) is None
+        ]
+        if problems:
+            raise ConfigurationError(*problems[0], *problems[1:])
 
     def secret_values(self) -> list[str]:
         """Every secret this configuration holds, for the log redaction filter."""
@@ -375,7 +408,8 @@ def _is_loopback(host: str) -> bool:
 def load_settings(
     config_file: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Reads the YAML file (if any), then the environment; errors name the offending key."""
+    """Reads the YAML file (if any), then the environment; the error names every offending key
+    and every unknown CAPI_STREAM_* variable."""
     data: dict[str, Any] = {}
     if config_file is not None:
         try:
@@ -391,19 +425,67 @@ def load_settings(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigurationError("--config", f"{config_file} must hold a mapping")
         data = loaded or {}
+    problems = unknown_variables(os.environ if environ is None else environ)
     saved_environ = None
     if environ is not None:
         saved_environ = dict(os.environ)
         os.environ.clear()
         os.environ.update(environ)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigurationError(*_describe(exc)) from None
+        problems += [_describe(error) for error in exc.errors()]
     finally:
         if saved_environ is not None:
             os.environ.clear()
             os.environ.update(saved_environ)
+    if problems:
+        raise ConfigurationError(*problems[0], *problems[1:])
+    return settings
+
+
+def variable_names() -> tuple[frozenset[str], tuple[str, ...]]:
+    """The environment variables the settings model reads: exact names, and the prefixes of
+    mapping-valued keys (`CAPI_STREAM_KAFKA__PROPERTIES__…`) that take any name below."""
+    names: set[str] = set()
+    prefixes: list[str] = []
+    for section, info in Settings.model_fields.items():
+        names.add(f"{ENV_PREFIX}{section.upper()}")
+        model = info.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for key, field in model.model_fields.items():
+            name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            names.add(name)
+            if typing.get_origin(field.annotation) is dict:
+                prefixes.append(name + "__")
+    return frozenset(names), tuple(prefixes)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """A problem for each CAPI_STREAM_* variable no setting reads, naming the closest valid one:
+    a typo would otherwise be ignored without a word."""
+    names, prefixes = variable_names()
+    # Compared without the shared prefix, which would make every name look alike.
+    stems = {valid.removeprefix(ENV_PREFIX): valid for valid in names}
+    problems = []
+    for variable in sorted(environ):
+        name = variable.upper()
+        if (
+            not name.startswith(ENV_PREFIX)
+            or name in names
+            or name in NOT_SETTINGS
+            or name.startswith(prefixes)
+        ):
+            continue
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), stems, n=1)
+        hint = (
+            f"did you mean {stems[close[0]]}?"
+            if close
+            else f"settings are read from {ENV_PREFIX}<SECTION>__<KEY> (docs/configuration.md)"
+        )
+        problems.append((variable, f"unknown environment variable; {hint}"))
+    return problems
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -414,14 +496,29 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return "syntax error"
 
 
-def _describe(exc: ValidationError) -> tuple[str, str]:
+def _describe(error: ErrorDetails) -> tuple[str, str]:
     # Built from loc and msg only: pydantic's own text repeats the input, which may be a secret.
-    first = exc.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "config"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    key = ".".join(str(part) for part in error["loc"]) or "config"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
         message = "unknown key"
-    more = len(exc.errors()) - 1
-    if more:
-        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    elif error["type"] == "string_type" and isinstance(error.get("input"), int | float):
+        message = _unquoted_scalar(key, error["input"])
     return key, message
+
+
+def _unquoted_scalar(key: str, value: float) -> str:
+    """YAML reads an unquoted 549755885175 as a number and `yes` as a boolean: say to quote it.
+    Converting the number back is no fix: YAML 1.1 reads 0755 as octal and 1e3 as a float, so
+    the digits could change silently."""
+    kind = "a boolean" if isinstance(value, bool) else "a number"
+    leaf = key.rsplit(".", 1)[-1]
+    if "ad_account" not in key:
+        return f'{kind}, not a string: quote the value in YAML ({leaf}: "...")'
+    # An ad account id is no secret: showing it makes the fix copyable.
+    digits = str(value) if type(value) is int else "549755885175"
+    if len(digits) > 18:
+        return f"{kind} of {len(digits)} digits: an ad account id is a string of 1 to 18 digits"
+    if leaf.isdigit():  # an item of allowed_ad_accounts
+        return f'{kind}, not a string: quote each ad account id in YAML (["{digits}"])'
+    return f'{kind}, not a string: quote the ad account id as written in YAML ({leaf}: "{digits}")'

@@ -191,3 +191,111 @@ def test_secret_values_feed_log_redaction(tmp_path: Path) -> None:
         f"kafka: {{sasl_password: pw-3, properties: {{sasl.oauthbearer.config: 'x={SECRET}'}}}}\n"
     )
     assert set(load_settings(config).secret_values()) == {"tok-1", "pw-2", "pw-3", f"x={SECRET}"}
+
+
+def test_check_config_lists_every_problem(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "batching: {max_events: 1001, surprise: 1}\npinterest: {api_base_url: 'ftp://x'}\n"
+    )
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(config, environ={})
+    keys = [key for key, _ in raised.value.problems]
+    assert keys == ["pinterest.api_base_url", "batching.max_events", "batching.surprise"]
+    assert raised.value.key == "pinterest.api_base_url"
+    result = capi_stream("check-config", "--offline", "--config", str(config))
+    assert result.returncode == 2
+    assert "invalid configuration (3 problems):" in result.stderr
+    assert all(f"  {key}: " in result.stderr for key in keys)
+    assert "more problem" not in result.stderr
+
+
+def test_require_runnable_lists_every_missing_piece(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"pinterest: {{ca_file: {tmp_path / 'absent.pem'}}}\n")
+    result = capi_stream("check-config", "--config", str(config))
+    assert result.returncode == 2
+    for key in ("pinterest.access_token", "pinterest.ca_file", "pinterest.ad_account_id"):
+        assert f"  {key}: " in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "closest"),
+    [
+        ("CAPI_STREAM_KAFKA_BOOTSTRAP_SERVERS", "CAPI_STREAM_KAFKA__BOOTSTRAP_SERVERS"),
+        ("CAPI_STREAM_PINTEREST__ACCESS_TOKN", "CAPI_STREAM_PINTEREST__ACCESS_TOKEN"),
+        ("capi_stream_kafka__groupid", "CAPI_STREAM_KAFKA__GROUP_ID"),
+    ],
+)
+def test_unknown_variable_is_an_error_naming_the_closest(
+    tmp_path: Path, variable: str, closest: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(environ={variable: "x"})
+    assert raised.value.key == variable
+    assert f"did you mean {closest}?" in str(raised.value)
+    result = capi_stream("check-config", "--offline", env={variable: "x"})
+    assert result.returncode == 2
+    assert closest in result.stderr
+
+
+def test_variables_the_settings_read_are_not_unknown() -> None:
+    environ = {
+        "CAPI_STREAM_KAFKA__BOOTSTRAP_SERVERS": "k:9092",
+        "capi_stream_metrics__port": "9100",
+        "CAPI_STREAM_KAFKA__PROPERTIES__CLIENT_RACK": "a",
+        "CAPI_STREAM_SOURCES": '[{"topic": "web"}]',
+        "CAPI_STREAM_CACHE": "/tmp/cache",  # the development scripts' own variable
+        "KAFKA_BOOTSTRAP_SERVERS": "elsewhere",
+    }
+    settings = load_settings(environ=environ)
+    assert settings.kafka.bootstrap_servers == "k:9092"
+    assert settings.metrics.port == 9100
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(environ={**environ, "CAPI_STREAM_NONSENSE": "1"})
+    assert raised.value.key == "CAPI_STREAM_NONSENSE"
+    assert "CAPI_STREAM_<SECTION>__<KEY>" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key", "hint"),
+    [
+        (
+            "pinterest: {ad_account_id: 549755885175}",
+            "pinterest.ad_account_id",
+            'ad_account_id: "549755885175"',
+        ),
+        (
+            "sources: [{topic: a, ad_account_id: 12}]",
+            "sources.0.ad_account_id",
+            'ad_account_id: "12"',
+        ),
+        ("pinterest: {allowed_ad_accounts: [7]}", "pinterest.allowed_ad_accounts.0", '["7"]'),
+        (
+            "pinterest: {ad_account_id: 1234567890123456789012}",
+            "pinterest.ad_account_id",
+            "a number of 22 digits: an ad account id is a string of 1 to 18 digits",
+        ),
+        ("kafka: {group_id: 42}", "kafka.group_id", 'quote the value in YAML (group_id: "...")'),
+        ("kafka: {group_id: yes}", "kafka.group_id", "a boolean, not a string"),
+    ],
+)
+def test_unquoted_number_gets_a_quoting_hint(
+    tmp_path: Path, yaml_text: str, key: str, hint: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(config, environ={})
+    assert raised.value.key == key
+    assert hint in str(raised.value)
+    assert "Input should be a valid string" not in str(raised.value)
+
+
+def test_bare_command_prints_the_commands_and_exits_2() -> None:
+    result = capi_stream()
+    assert result.returncode == 2
+    assert "usage: capi-stream" in result.stderr
+    for command in ("run", "transform", "verify", "dlq", "check-config"):
+        assert f"\n  {command} " in result.stderr
+    assert "required" not in result.stderr

@@ -1,4 +1,4 @@
-"""`capi-stream verify`: one synthetic test event per ad account; what Pinterest said."""
+"""`capi-stream verify`: the Kafka checks, then one test event per ad account; every problem."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from typing import Any, Final
 import orjson
 
 from stream import __version__
+from stream.commands.verify_kafka import Finding, check_kafka
 from stream.errors import ConfigurationError
-from stream.pinterest.client import PinterestClient
+from stream.pinterest.client import PinterestClient, environment_proxy, without_credentials
 from stream.settings import Settings, load_settings
 
 # A reserved domain (RFC 2606): the hash can never be a real person's email.
@@ -43,21 +44,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="verify this ad account instead of the configured ones (repeatable)",
     )
+    parser.add_argument(
+        "--only",
+        choices=("kafka", "pinterest"),
+        help="check only Kafka or only the Pinterest API (default: both)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="longest wait for each Kafka check (default 10)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    pinterest = args.only in (None, "pinterest")
     token = settings.pinterest.token_value()
-    if token is None:
+    accounts = args.ad_account or configured_accounts(settings)
+    if pinterest and token is None:
         raise ConfigurationError(
             "pinterest.access_token", "an access token (or access_token_file) is required"
         )
-    accounts = args.ad_account or configured_accounts(settings)
-    if not accounts:
+    if pinterest and not accounts:
         raise ConfigurationError("pinterest.ad_account_id", "no ad account is configured")
-    answers = asyncio.run(send_all(settings, token, accounts))
-    sys.stdout.write(render(settings.pinterest.api_base_url, answers))
-    return 0 if all(answer.ok for answer in answers) else 1
+    findings = check_kafka(settings, args.timeout) if args.only in (None, "kafka") else None
+    answers = asyncio.run(send_all(settings, token, accounts)) if pinterest and token else None
+    sys.stdout.write(render(settings, findings, answers))
+    kafka_ok = all(finding.problem is None for finding in findings or ())
+    return 0 if kafka_ok and all(answer.ok for answer in answers or ()) else 1
 
 
 def configured_accounts(settings: Settings) -> list[str]:
@@ -113,6 +129,7 @@ async def send_all(settings: Settings, token: str, accounts: list[str]) -> list[
         settings.sending.request_timeout_s,
         connections=1,
         ca_file=settings.pinterest.ca_file,
+        ca_file_only=settings.pinterest.ca_file_only,
     )
     await client.start()
     try:
@@ -145,21 +162,45 @@ def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000
 
 
-def render(base_url: str, answers: list[Answer]) -> str:
-    lines = [
-        f"capi-stream verify → {base_url} (?test=true: Pinterest validates, records nothing)",
+def render(settings: Settings, findings: list[Finding] | None, answers: list[Answer] | None) -> str:
+    """The report: the Kafka findings, each ad account's answer, and one result line."""
+    lines: list[str] = []
+    summary: list[str] = []
+    failed = False
+    if findings is not None:
+        lines.append(f"Kafka {settings.kafka.bootstrap_servers} (nothing is written)")
+        for finding in findings:
+            state = "OK" if finding.problem is None else f"FAILED: {finding.problem}"
+            detail = f" ({finding.detail})" if finding.detail else ""
+            lines.append(f"  {finding.subject}: {state}{detail}")
+        problems = sum(finding.problem is not None for finding in findings)
+        failed = failed or problems > 0
+        plural = "s" if problems > 1 else ""
+        summary.append(f"Kafka: {problems} problem{plural}" if problems else "Kafka: OK")
+    if answers is not None:
+        if lines:
+            lines.append("")
+        lines += _pinterest_header(settings)
+        for answer in answers:
+            lines.append("")
+            lines.extend(_describe(answer))
+        good = sum(answer.ok for answer in answers)
+        failed = failed or good < len(answers)
+        summary.insert(0, f"{good} of {len(answers)} ad accounts accepted the test event")
+    lines.append("")
+    lines.append(f"result: {'FAILED' if failed else 'OK'} ({'; '.join(summary)})")
+    return "\n".join(lines) + "\n"
+
+
+def _pinterest_header(settings: Settings) -> list[str]:
+    base_url = settings.pinterest.api_base_url
+    proxy = environment_proxy(base_url)
+    route = f" through the proxy {without_credentials(proxy)}" if proxy else ""
+    return [
+        f"capi-stream verify → {base_url}{route} (?test=true: Pinterest validates, records "
+        "nothing)",
         f"test event: page_visit, web, hashed identity of {TEST_EMAIL}",
     ]
-    for answer in answers:
-        lines.append("")
-        lines.extend(_describe(answer))
-    good = sum(answer.ok for answer in answers)
-    verdict = "OK" if good == len(answers) else "FAILED"
-    lines.append("")
-    lines.append(
-        f"result: {verdict} ({good} of {len(answers)} ad accounts accepted the test event)"
-    )
-    return "\n".join(lines) + "\n"
 
 
 def _describe(answer: Answer) -> list[str]:

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,8 +131,14 @@ class Forwarder:
                 self.process.wait(10)
 
 
-def start_forwarder(config: dict[str, Any], directory: Path, name: str = "forwarder") -> Forwarder:
-    """Starts `capi-stream run --config` and waits until its metrics server answers."""
+def start_forwarder(
+    config: dict[str, Any],
+    directory: Path,
+    name: str = "forwarder",
+    env: Mapping[str, str] | None = None,
+) -> Forwarder:
+    """Starts `capi-stream run --config` and waits until its metrics server answers; `env` is
+    added to the test's environment (less its CAPI_STREAM_* variables)."""
     directory.mkdir(parents=True, exist_ok=True)
     config_file = directory / f"{name}.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -143,7 +149,10 @@ def start_forwarder(config: dict[str, Any], directory: Path, name: str = "forwar
             stdout=log,
             stderr=log,
             cwd=REPO_ROOT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("CAPI_STREAM_")},
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("CAPI_STREAM_")},
+                **(env or {}),
+            },
         )
     forwarder = Forwarder(process, log_file)
     try:
@@ -164,10 +173,13 @@ def start_forwarder(config: dict[str, Any], directory: Path, name: str = "forwar
 
 @contextmanager
 def running_forwarder(
-    config: dict[str, Any], directory: Path, name: str = "forwarder"
+    config: dict[str, Any],
+    directory: Path,
+    name: str = "forwarder",
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Forwarder]:
     """A forwarder for the duration of the block, stopped even if the block raises."""
-    forwarder = start_forwarder(config, directory, name)
+    forwarder = start_forwarder(config, directory, name, env)
     try:
         yield forwarder
     finally:

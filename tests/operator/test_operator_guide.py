@@ -65,6 +65,7 @@ def test_every_configuration_key_mentioned_exists() -> None:
         (dlq, ["replay", "--to-topic", "t", "--group", "g", "--from-beginning", "--dry-run"]),
         (dlq, ["replay", "--force", "--reason", "decode_error", "--since", "2h", "--until", "1h"]),
         (verify, ["--ad-account", "123"]),
+        (verify, ["--only", "kafka", "--timeout", "5"]),
     ],
 )
 def test_documented_options_parse(module: object, argv: list[str]) -> None:
