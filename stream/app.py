@@ -198,6 +198,7 @@ class App:
         buffer = self.buffer
         backpressure = self.backpressure
         prefetch: asyncio.Task[list[SourceRecord]] | None = None
+        share = 1.0
         try:
             while not self._stop.is_set():
                 backpressure.apply()
@@ -206,6 +207,11 @@ class App:
                 else:
                     records = await prefetch
                     prefetch = None
+                # A rebalance happens inside a poll, before it returns the new partitions'
+                # records: the requests they lead to already count against the new share.
+                if source.partition_share != share:
+                    share = source.partition_share
+                    self.dispatcher.set_share(share)
                 if (
                     not backpressure.paused
                     and buffer.events + 2 * POLL_MAX_MESSAGES < buffer.max_events

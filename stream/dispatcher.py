@@ -140,6 +140,7 @@ class Dispatcher(Generic[T]):
         self._clock = clock
         self._sleep = sleep
         self._accounts: dict[str, AccountState] = {}
+        self._share = 1.0
         self._storms = RateLimitedLogger(log)
         self._tasks: dict[asyncio.Task[None], Batch[T]] = {}
         self._held: dict[str, int] = {}
@@ -157,10 +158,17 @@ class Dispatcher(Generic[T]):
                     ad_account_id, limit
                 ),
             )
-            budget = RequestBudget(self._requests_per_minute, sleep=self._sleep)
+            budget = RequestBudget(self._requests_per_minute, sleep=self._sleep, share=self._share)
             state = self._accounts[ad_account_id] = AccountState(ad_account_id, limiter, budget)
             self._metrics.ad_account_registered(ad_account_id, limiter.limit)
         return state
+
+    def set_share(self, share: float) -> None:
+        """This member's share of the consumer group's partitions: each account's request
+        budget is the fleet's budget times it, so replicas together stay within one budget."""
+        self._share = share
+        for state in self._accounts.values():
+            state.budget.set_share(share)
 
     def accepts(self, ad_account_id: str) -> bool:
         allowed = self._allowed
@@ -270,6 +278,8 @@ class Dispatcher(Generic[T]):
                 held = hold(answer)
                 if held is not None:
                     account.budget.hold(held)
+                if answer.server_limit is not None:
+                    account.budget.observe_server_limit(answer.server_limit)
                 limiter.release(elapsed, congested=answer.kind.retriable)
                 decision = decide(answer, batch.events, retry, self._clock())
                 if isinstance(decision, Pause):

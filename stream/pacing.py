@@ -93,17 +93,30 @@ class ConcurrencyLimiter:
 class RequestBudget:
     """Paces one ad account's requests: at most `per_minute` in any 60 s window, and none
     before a time the server asked for (429 Retry-After / x-ratelimit-reset, or an exhausted
-    x-ratelimit-remaining), so one throttled request stops its siblings too."""
+    x-ratelimit-remaining), so one throttled request stops its siblings too.
+
+    The budget is the fleet's, not the process's: the configured rate (lowered to Pinterest's
+    own x-ratelimit-limit when that is smaller) times this member's `share` of the consumer
+    group's partitions, so N replicas together stay within one budget.
+    """
 
     WINDOW_S = 60.0
+    # A request's slot frees a little after a full window: it reaches Pinterest some time after
+    # it left, and a fixed server window must not see the next one early.
+    WINDOW_MARGIN_S = 1.0
 
     def __init__(
         self,
         per_minute: int,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        share: float = 1.0,
     ) -> None:
+        self.configured = per_minute
         self.per_minute = per_minute
+        self._share = share
+        self._server_limit: float | None = None
+        self._resize()
         self._clock = clock
         self._sleep = sleep
         self._sent: deque[float] = deque()
@@ -113,11 +126,12 @@ class RequestBudget:
         while True:
             now = self._clock()
             sent = self._sent
-            while sent and sent[0] <= now - self.WINDOW_S:
+            window = self.WINDOW_S + self.WINDOW_MARGIN_S
+            while sent and sent[0] <= now - window:
                 sent.popleft()
             wait = self._not_before - now
             if len(sent) >= self.per_minute:
-                wait = max(wait, sent[0] + self.WINDOW_S - now)
+                wait = max(wait, sent[0] + window - now)
             if wait <= 0:
                 sent.append(now)
                 return
@@ -126,3 +140,21 @@ class RequestBudget:
     def hold(self, seconds: float) -> None:
         """No request of this account before `seconds` from now."""
         self._not_before = max(self._not_before, self._clock() + seconds)
+
+    def set_share(self, share: float) -> None:
+        """This member's part of the fleet budget (its share of the group's partitions)."""
+        self._share = min(1.0, max(0.0, share))
+        self._resize()
+
+    def observe_server_limit(self, per_minute: float) -> None:
+        """Pinterest's x-ratelimit-limit for the account: the authority when it is lower."""
+        if per_minute != self._server_limit:
+            self._server_limit = per_minute
+            self._resize()
+
+    def _resize(self) -> None:
+        fleet = self.configured
+        if self._server_limit is not None and self._server_limit > 0:
+            fleet = min(fleet, int(self._server_limit))
+        # Never 0: a member that owns nothing sends nothing anyway, and a probe must get out.
+        self.per_minute = max(1, int(fleet * self._share))

@@ -36,6 +36,8 @@ FORCED_CONSUMER_CONFIG = {"enable.auto.commit": "false", "enable.auto.offset.sto
 # only a refusal that lasts this long without an assignment or a message counts.
 REFUSED_CREDENTIALS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 REFUSED_CREDENTIALS_GRACE_S = 10.0
+# Metadata for the partition share is usually cached; a rebalance callback must stay short.
+SHARE_METADATA_TIMEOUT_S = 2.0
 
 
 class RebalanceListener(Protocol):
@@ -96,6 +98,9 @@ class KafkaSource:
         # True once the group coordinator has given this member its share, even an empty one
         # (cooperative-sticky calls on_assign with no partitions); False again once lost.
         self.joined = False
+        # This member's part of the subscribed topics' partitions (1.0 until known).
+        self.partition_share = 1.0
+        self._share_stale = False
 
     @property
     def paused_partitions(self) -> int:
@@ -162,6 +167,8 @@ class KafkaSource:
                 self._storms.warning(f"consumer:{error.code()}", "consumer error: %s", error.str())
                 continue
             records.append(_record(message))
+        if self._share_stale:
+            self._measure_share(consumer)
         if records:
             self._refused_since = None
         if self._refused is not None:
@@ -226,6 +233,7 @@ class KafkaSource:
         self.generation += 1
         self.assignment.update(keys)
         self.joined = True
+        self._share_stale = True
         log.info("assigned %d partitions: %s", len(keys), _describe(keys))
         self._listener.assigned(keys)
 
@@ -250,6 +258,22 @@ class KafkaSource:
     def _forget(self, keys: list[TopicPartitionKey]) -> None:
         self.assignment.difference_update(keys)
         self._paused.difference_update(keys)
+        self._share_stale = True
+
+    def _measure_share(self, consumer: Consumer) -> None:
+        # Called from _poll, never from a rebalance callback: confluent-kafka aborts on a
+        # consumer call made inside one of its own callbacks.
+        self._share_stale = False
+        total = 0
+        for topic in self._topics:
+            try:
+                metadata = consumer.list_topics(topic, timeout=SHARE_METADATA_TIMEOUT_S)
+            except KafkaException:
+                return  # keep the last share: the next rebalance measures again
+            found = metadata.topics.get(topic)
+            total += len(found.partitions) if found is not None and found.error is None else 0
+        if total:
+            self.partition_share = len(self.assignment) / total
 
 
 def _record(message: Message) -> SourceRecord:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,7 @@ ErrorKind = Literal["timeout", "connection"]
 
 MAX_API_MESSAGE_CHARS = 300
 """Pinterest's messages are kept to this length in dead letters and logs."""
+_WINDOW = re.compile(r";\s*w=([0-9]+(?:\.[0-9]+)?)")
 # Beyond this an x-ratelimit-reset value is an absolute Unix time, not a number of seconds.
 EPOCH_THRESHOLD = 1_000_000_000
 
@@ -89,6 +91,8 @@ class Classification:
     retry_after: float | None = None
     exhausted_for: float | None = None
     """Set when x-ratelimit-remaining says the window is used up: seconds until it resets."""
+    server_limit: float | None = None
+    """Pinterest's x-ratelimit-limit (requests per window), when the answer carried it."""
 
 
 def classify(response: ApiResponse, sent: int, now: float) -> Classification:
@@ -108,7 +112,11 @@ def classify(response: ApiResponse, sent: int, now: float) -> Classification:
                 AnswerKind.RETRY, status, reason="bad_response", message="unreadable response"
             )
         return Classification(
-            AnswerKind.EVENTS, status, outcomes, exhausted_for=_exhausted_for(response, now)
+            AnswerKind.EVENTS,
+            status,
+            outcomes,
+            exhausted_for=_exhausted_for(response, now),
+            server_limit=_server_limit(response),
         )
     if status == 422:
         details = payload.get("details") if isinstance(payload, dict) else None
@@ -121,7 +129,12 @@ def classify(response: ApiResponse, sent: int, now: float) -> Classification:
     if status == 429:
         hint = retry_after(response.headers or {}, now)
         return Classification(
-            AnswerKind.RETRY, status, reason="rate_limited", message=message, retry_after=hint
+            AnswerKind.RETRY,
+            status,
+            reason="rate_limited",
+            message=message,
+            retry_after=hint,
+            server_limit=_server_limit(response),
         )
     if status == 408:
         return Classification(
@@ -156,6 +169,19 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     if reset is None:
         return None
     return max(reset - now if reset > EPOCH_THRESHOLD else reset, 0.0)
+
+
+def _server_limit(response: ApiResponse) -> float | None:
+    """x-ratelimit-limit per minute: `120000, 120000;w=60;name="…"` (RFC draft form, the window
+    in seconds after `w=`) or a bare number (per minute)."""
+    for name, value in (response.headers or {}).items():
+        if name.lower() == "x-ratelimit-limit":
+            limit = _number(value.split(",")[0])
+            window = _WINDOW.search(value)
+            if limit is not None and window is not None and float(window.group(1)) > 0:
+                return limit * 60.0 / float(window.group(1))
+            return limit
+    return None
 
 
 def _exhausted_for(response: ApiResponse, now: float) -> float | None:

@@ -7,8 +7,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import Forwarder, running_forwarder, wait_until
-from tests.forwarder.scenario import assert_delivered_exactly_once, delivered_keys, scenario
+from tests.forwarder.scenario import (
+    assert_delivered_exactly_once,
+    delivered_keys,
+    produce,
+    scenario,
+    valid_keys,
+)
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
 
@@ -132,3 +139,39 @@ def test_a_strict_per_minute_limit_is_learnt_from_the_headers(
     # x-ratelimit-remaining: 0 on the last allowed request stops the account until the reset;
     # only requests already in flight at that moment can still meet a 429 (one per slot).
     assert throttled <= 4, throttled
+
+
+def test_two_replicas_share_one_per_minute_budget_without_429s(
+    kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
+) -> None:
+    per_minute = 20
+    sandbox.set_faults(rate_limit=per_minute)
+    # Both members join before anything is produced, so each counts half the budget from its
+    # first request: together never more than the limit in any minute, hence no 429 at all.
+    # (Each on its own would allow itself all 20, and the second would meet a 429.)
+    run = scenario(kafka, new_topic, seed=24, count=0, partitions=2)
+    config = run.config(
+        sandbox,
+        pinterest={"requests_per_minute": per_minute},
+        batching={"max_events": 25, "linger_ms": 100},
+        sending={"initial_concurrency": 1, "max_concurrency": 1},
+    )
+    with (
+        running_forwarder(config, tmp_path / "a", "a") as first,
+        running_forwarder(config, tmp_path / "b", "b") as second,
+    ):
+        members = (first, second)
+        wait_until(
+            lambda: [m.metric("capi_stream_assigned_partitions") for m in members] == [1, 1],
+            60,
+            "one partition each",
+        )
+        messages = list(ClickstreamGenerator(seed=24, poison_ratio=0.0).messages(750))
+        produce(kafka, run.topic, messages)
+        expected = valid_keys(messages)
+        wait_until(lambda: set(delivered_keys(sandbox)) == expected, 180, "all delivered")
+    by_status = sandbox.stats()["requests"]["by_status"]
+    print(f"two replicas, {per_minute}/min: {by_status}")
+    assert by_status["200"] > per_minute, "the run needed a second window"
+    assert by_status.get("429", 0) == 0
+    assert kafka.read_all(run.dlq) == []

@@ -229,3 +229,22 @@ def test_retry_after_hints(headers: dict[str, str], expected: float | None) -> N
         assert hint == pytest.approx(10.0)
     else:
         assert hint == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "per_minute"),
+    [
+        ({"x-ratelimit-limit": '120000, 120000;w=60;name="ads_conversions_ad_account_id"'}, 120000),
+        ({"X-RateLimit-Limit": "600, 600;w=3600"}, 10.0),
+        ({"x-ratelimit-limit": "5000"}, 5000),
+        ({"x-ratelimit-limit": "lots"}, None),
+        ({}, None),
+    ],
+)
+def test_pinterests_rate_limit_is_read_in_both_forms(
+    headers: dict[str, str], per_minute: float | None
+) -> None:
+    body = b'{"num_events_received":1,"num_events_processed":1,"events":[{"status":"processed"}]}'
+    for status, sent in ((200, 1), (429, 1)):
+        answer = classify(ApiResponse(status, body, headers), sent, NOW)
+        assert answer.server_limit == per_minute

@@ -43,7 +43,23 @@ async def test_request_budget_spaces_requests_over_the_window_and_honours_holds(
         await budget.acquire()
     assert waits == []
     await budget.acquire()
-    assert waits == [60.0], "the 4th request waits for the first to leave the window"
+    # The 4th waits for the first to leave the window, plus the margin for its transit.
+    assert waits == [61.0]
     budget.hold(12.5)
     await budget.acquire()
     assert waits[-1] == pytest.approx(12.5)
+
+
+def test_the_budget_is_the_fleets_share_and_pinterests_limit_is_the_authority() -> None:
+    budget = RequestBudget(5000)
+    assert budget.per_minute == 5000
+    budget.set_share(0.25)
+    assert budget.per_minute == 1250
+    budget.observe_server_limit(1000)  # Pinterest says less than configured: it wins
+    assert budget.per_minute == 250
+    budget.observe_server_limit(120_000)  # more than configured: the configuration wins
+    assert budget.per_minute == 1250
+    budget.set_share(0.0)  # a member without partitions still lets a probe out
+    assert budget.per_minute == 1
+    budget.set_share(1.0)
+    assert budget.per_minute == 5000
