@@ -18,7 +18,13 @@ from stream.settings import MetricsSettings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = dockerfile.parse_file(str(REPO_ROOT / "Dockerfile"))
 CONFIG_PATH = "/etc/capi-stream/config.yaml"
-CHART_TEMPLATES = REPO_ROOT / "helm" / "capi-stream" / "templates"
+CHART = REPO_ROOT / "helm" / "capi-stream"
+CHART_TEMPLATES = CHART / "templates"
+
+
+def chart_templates_text() -> str:
+    """Every template of the chart: the pod's mounts live in a helper the test pod shares."""
+    return "\n".join(p.read_text() for p in sorted(CHART_TEMPLATES.rglob("*")) if p.is_file())
 
 
 def stages() -> list[list[dockerfile.Command]]:
@@ -74,9 +80,9 @@ def test_final_stage_runs_as_the_charts_non_root_user() -> None:
     assert int(uid) != 0
     assert gid.isdigit()
     assert int(gid) != 0
-    deployment = (CHART_TEMPLATES / "deployment.yaml").read_text()
-    assert f"runAsUser: {uid}" in deployment
-    assert f"runAsGroup: {gid}" in deployment
+    pod_security = yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]
+    assert pod_security["runAsUser"] == int(uid)
+    assert pod_security["runAsGroup"] == int(gid)
     last_user = max(i for i, c in enumerate(final_stage()) if c.cmd == "USER")
     assert all(c.cmd != "RUN" for c in final_stage()[last_user:])
 
@@ -109,7 +115,7 @@ def test_entrypoint_runs_the_forwarder_with_config_in_etc() -> None:
     # The chart overrides CMD with the same arguments and mounts its ConfigMap there.
     deployment = (CHART_TEMPLATES / "deployment.yaml").read_text()
     assert f'args: ["--config", "{CONFIG_PATH}"]' in deployment
-    assert "mountPath: /etc/capi-stream\n" in deployment
+    assert "mountPath: /etc/capi-stream\n" in chart_templates_text()
 
 
 def test_exposes_the_metrics_port_with_a_healthcheck() -> None:
@@ -200,6 +206,6 @@ def test_hadolint_finds_nothing() -> None:
 
 
 def test_chart_app_version_is_the_package_version() -> None:
-    chart = yaml.safe_load((REPO_ROOT / "helm" / "capi-stream" / "Chart.yaml").read_text())
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert chart["appVersion"] == project["version"]
