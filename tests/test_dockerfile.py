@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -209,3 +210,52 @@ def test_chart_app_version_is_the_package_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert chart["appVersion"] == project["version"]
+    # One release number: `make chart` packages capi-stream-<version>.tgz for image <version>.
+    assert chart["version"] == project["version"]
+
+
+def make(target: str, path: str, *variables: str) -> subprocess.CompletedProcess[str]:
+    make_bin = shutil.which("make")
+    assert make_bin is not None
+    return subprocess.run(
+        [make_bin, "--no-print-directory", target, *variables],
+        cwd=REPO_ROOT,
+        env={"PATH": path, "HOME": str(Path.home())},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def tools_dir(directory: Path, *tools: str) -> Path:
+    """A PATH holding only `tools` (symlinks to the real ones): no container engine by accident."""
+    directory.mkdir()
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (directory / tool).symlink_to(found)
+    return directory
+
+
+@pytest.mark.parametrize("engine", ["docker", "podman", "buildah"])
+def test_make_image_builds_this_dockerfile_with_the_first_engine_found(
+    tmp_path: Path, engine: str
+) -> None:
+    path = tools_dir(tmp_path / "bin", "sed")
+    log = tmp_path / "calls"
+    fake = path / engine
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    result = make("image", str(path), "IMAGE=registry.example.com/capi-stream")
+    assert result.returncode == 0, result.stderr
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    build = "bud" if engine == "buildah" else "build"
+    image = f"registry.example.com/capi-stream:{version}"
+    assert log.read_text() == f"{build} -t {image} -f Dockerfile .\n"
+
+
+def test_make_image_says_clearly_when_no_engine_is_installed(tmp_path: Path) -> None:
+    result = make("image", str(tools_dir(tmp_path / "bin", "sed")))
+    assert result.returncode != 0
+    assert "no container engine found (docker, podman or buildah)" in result.stderr
