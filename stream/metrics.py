@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, TypeVar
 
 import orjson
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -71,6 +71,10 @@ class Metrics:
     ) -> None:
         self.registry = registry
         self._clock = clock
+        # The process's own CPU, memory and file descriptors, which the dashboard and runbook use;
+        # the custom registry does not get them from prometheus_client's default one.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterFamily:
             return CounterFamily(f"{PREFIX}_{name}", doc, tuple(labels), registry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -18,7 +19,13 @@ from stream.settings import MetricsSettings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = dockerfile.parse_file(str(REPO_ROOT / "Dockerfile"))
 CONFIG_PATH = "/etc/capi-stream/config.yaml"
-CHART_TEMPLATES = REPO_ROOT / "helm" / "capi-stream" / "templates"
+CHART = REPO_ROOT / "helm" / "capi-stream"
+CHART_TEMPLATES = CHART / "templates"
+
+
+def chart_templates_text() -> str:
+    """Every template of the chart: the pod's mounts live in a helper the test pod shares."""
+    return "\n".join(p.read_text() for p in sorted(CHART_TEMPLATES.rglob("*")) if p.is_file())
 
 
 def stages() -> list[list[dockerfile.Command]]:
@@ -74,9 +81,9 @@ def test_final_stage_runs_as_the_charts_non_root_user() -> None:
     assert int(uid) != 0
     assert gid.isdigit()
     assert int(gid) != 0
-    deployment = (CHART_TEMPLATES / "deployment.yaml").read_text()
-    assert f"runAsUser: {uid}" in deployment
-    assert f"runAsGroup: {gid}" in deployment
+    pod_security = yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]
+    assert pod_security["runAsUser"] == int(uid)
+    assert pod_security["runAsGroup"] == int(gid)
     last_user = max(i for i, c in enumerate(final_stage()) if c.cmd == "USER")
     assert all(c.cmd != "RUN" for c in final_stage()[last_user:])
 
@@ -109,7 +116,7 @@ def test_entrypoint_runs_the_forwarder_with_config_in_etc() -> None:
     # The chart overrides CMD with the same arguments and mounts its ConfigMap there.
     deployment = (CHART_TEMPLATES / "deployment.yaml").read_text()
     assert f'args: ["--config", "{CONFIG_PATH}"]' in deployment
-    assert "mountPath: /etc/capi-stream\n" in deployment
+    assert "mountPath: /etc/capi-stream\n" in chart_templates_text()
 
 
 def test_exposes_the_metrics_port_with_a_healthcheck() -> None:
@@ -200,6 +207,55 @@ def test_hadolint_finds_nothing() -> None:
 
 
 def test_chart_app_version_is_the_package_version() -> None:
-    chart = yaml.safe_load((REPO_ROOT / "helm" / "capi-stream" / "Chart.yaml").read_text())
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert chart["appVersion"] == project["version"]
+    # One release number: `make chart` packages capi-stream-<version>.tgz for image <version>.
+    assert chart["version"] == project["version"]
+
+
+def make(target: str, path: str, *variables: str) -> subprocess.CompletedProcess[str]:
+    make_bin = shutil.which("make")
+    assert make_bin is not None
+    return subprocess.run(
+        [make_bin, "--no-print-directory", target, *variables],
+        cwd=REPO_ROOT,
+        env={"PATH": path, "HOME": str(Path.home())},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def tools_dir(directory: Path, *tools: str) -> Path:
+    """A PATH holding only `tools` (symlinks to the real ones): no container engine by accident."""
+    directory.mkdir()
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (directory / tool).symlink_to(found)
+    return directory
+
+
+@pytest.mark.parametrize("engine", ["docker", "podman", "buildah"])
+def test_make_image_builds_this_dockerfile_with_the_first_engine_found(
+    tmp_path: Path, engine: str
+) -> None:
+    path = tools_dir(tmp_path / "bin", "sed")
+    log = tmp_path / "calls"
+    fake = path / engine
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    result = make("image", str(path), "IMAGE=registry.example.com/capi-stream")
+    assert result.returncode == 0, result.stderr
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    build = "bud" if engine == "buildah" else "build"
+    image = f"registry.example.com/capi-stream:{version}"
+    assert log.read_text() == f"{build} -t {image} -f Dockerfile .\n"
+
+
+def test_make_image_says_clearly_when_no_engine_is_installed(tmp_path: Path) -> None:
+    result = make("image", str(tools_dir(tmp_path / "bin", "sed")))
+    assert result.returncode != 0
+    assert "no container engine found (docker, podman or buildah)" in result.stderr

@@ -126,6 +126,14 @@ CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
                         "properties": {"name": {"type": "string", "minLength": 1}},
                     },
                     "minReplicaCount": {"type": "integer", "minimum": 0},
+                    "fallback": {
+                        "type": "object",
+                        "required": ["failureThreshold", "replicas"],
+                        "properties": {
+                            "failureThreshold": {"type": "integer", "minimum": 0},
+                            "replicas": {"type": "integer", "minimum": 0},
+                        },
+                    },
                     "maxReplicaCount": {"type": "integer", "minimum": 1},
                     "pollingInterval": {"type": "integer", "minimum": 1},
                     "cooldownPeriod": {"type": "integer", "minimum": 0},
@@ -222,6 +230,7 @@ def test_value_sets_cover_every_optional_object(render: Callable[..., Rendered])
         "TriggerAuthentication",
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
+        "Pod",
     }
 
 

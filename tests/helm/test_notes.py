@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helm.conftest import CHART, values_args
+from tests.helm.conftest import CHART, REQUIRED, values_args
 
 # Wraps the notes in a ConfigMap so `helm template` renders them with the chart's own helpers.
 WRAPPER = """apiVersion: v1
@@ -47,8 +47,7 @@ def notes(
 def test_notes_warn_when_the_defaults_are_not_enough(
     run_helm: Callable[..., subprocess.CompletedProcess[str]], notes_chart: Path
 ) -> None:
-    text = notes(run_helm, notes_chart, "--namespace", "conversions")
-    assert "kafka.bootstrapServers is empty" in text
+    text = notes(run_helm, notes_chart, "--namespace", "conversions", *REQUIRED)
     assert "no access token" in text
     assert "a source has no ad account" in text
     assert "rollout status deployment/capi-capi-stream" in text
@@ -60,10 +59,21 @@ def test_notes_are_quiet_when_configured(
     text = notes(run_helm, notes_chart, *values_args("keda-values"))
     assert "WARNING" not in text
     assert "port-forward svc/capi-capi-stream-metrics 9108" in text
+    assert "helm test capi --namespace default --logs" in text
 
 
 def test_notes_point_out_idle_replicas(
     run_helm: Callable[..., subprocess.CompletedProcess[str]], notes_chart: Path
 ) -> None:
-    text = notes(run_helm, notes_chart, "--set", "replicaCount=8")
+    text = notes(run_helm, notes_chart, *REQUIRED, "--set", "replicaCount=8")
     assert "replicaCount (8) exceeds kafka.partitions (6)" in text
+    # Idle replicas are ready (DESIGN §5): they cost resources but never hold up a rollout.
+    assert "2 consumers stay idle (ready, without partitions)" in text
+
+
+def test_notes_do_not_warn_when_replicas_equal_partitions(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]], notes_chart: Path
+) -> None:
+    # A rollout's surge pod is ready without a partition, so a full group is fine.
+    text = notes(run_helm, notes_chart, *REQUIRED, "--set", "replicaCount=6")
+    assert "NOTE" not in text

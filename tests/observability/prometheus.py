@@ -77,14 +77,22 @@ def running_prometheus(
     targets: list[str],
     rule_files: Sequence[Path] = (),
     scrape_interval: str = "1s",
+    target_labels: dict[str, str] | None = None,
 ) -> Iterator[PrometheusProcess]:
-    """Prometheus scraping `targets` (host:port) every `scrape_interval`, evaluating rules."""
+    """Prometheus scraping `targets` (host:port) every `scrape_interval`, evaluating rules.
+
+    `target_labels` are attached to every scraped series, as Kubernetes service discovery
+    attaches `namespace` and `pod`.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [
-            {"job_name": "capi-stream", "static_configs": [{"targets": targets}]},
+            {
+                "job_name": "capi-stream",
+                "static_configs": [{"targets": targets, "labels": target_labels or {}}],
+            },
         ],
     }
     config_file = directory / "prometheus.yml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ RULES = RULES_DIR / "capi-stream-alerts.yaml"
 RULE_TESTS = RULES_DIR / "capi-stream-alerts.test.yaml"
 RUNBOOK = REPO / "docs" / "runbook.md"
 REQUIRED_ALERTS = {
+    "CapiStreamDown",
     "CapiStreamConsumerLagGrowing",
     "CapiStreamDeadLetterRateHigh",
     "CapiStreamSetupError",
@@ -75,9 +77,59 @@ def test_alert_is_documented(rule: dict[str, object]) -> None:
     labels = rule["labels"]
     assert isinstance(labels, dict)
     assert labels["severity"] in {"critical", "warning", "info"}
+    # Absolute, so Alertmanager, chat and pager links open it.
+    assert annotations["runbook_url"].startswith("https://"), annotations["runbook_url"]
     anchor = annotations["runbook_url"].split("#", 1)[1]
     headings = re.findall(r"^## (\S+)", RUNBOOK.read_text(), flags=re.MULTILINE)
     assert anchor in {h.lower() for h in headings}
     section = RUNBOOK.read_text().split(f"## {rule['alert']}", 1)[1].split("\n## ", 1)[0]
     for part in ("Meaning", "Impact", "Diagnosis", "Fix"):
         assert f"**{part}.**" in section, f"{rule['alert']} runbook lacks {part}"
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: str(rule["alert"]))
+def test_aggregations_keep_namespace(rule: dict[str, object]) -> None:
+    groupings = re.findall(r"\bby \(([^)]*)\)", str(rule["expr"]))
+    for grouping in groupings:
+        assert "namespace" in grouping, (rule["alert"], grouping)
+
+
+def test_rules_the_chart_renders_with_tuned_values_pass_promtool(prometheus_bin: Path) -> None:
+    helm = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install_helm.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=True,
+    ).stdout.split()[-1]
+    prefix = "metrics.prometheusRule"
+    rendered = subprocess.run(
+        [
+            helm, "template", "capi", str(REPO / "helm" / "capi-stream"),
+            "--namespace", "conversions",
+            "--show-only", "templates/prometheusrule.yaml",
+            "--set", "kafka.bootstrapServers=kafka:9092",
+            "--set", f"{prefix}.enabled=true",
+            "--set", f"{prefix}.alerts.CapiStreamNotReady.enabled=false",
+            "--set", f"{prefix}.alerts.CapiStreamConsumerLagGrowing.minLag=25000",
+            "--set", f"{prefix}.alerts.CapiStreamDeadLetterRateHigh.ratio=0.2",
+            "--set", f"{prefix}.alerts.CapiStreamDeadLetterRateHigh.for=1h",
+            "--set-string", f"{prefix}.additionalRuleLabels.team=conversions",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout  # fmt: skip
+    spec = yaml.safe_load(rendered)["spec"]
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "rules.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        result = subprocess.run(
+            [str(prometheus_bin / "promtool"), "check", "rules", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(REQUIRED_ALERTS) - 1} rules found" in result.stdout

@@ -28,11 +28,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "capi-stream.labels" -}}
+{{ include "capi-stream.labelsWithoutComponent" . }}
+app.kubernetes.io/component: forwarder
+{{- end }}
+
+{{- define "capi-stream.labelsWithoutComponent" -}}
 helm.sh/chart: {{ include "capi-stream.chart" . }}
 {{ include "capi-stream.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: forwarder
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* `annotations:` with commonAnnotations and the object's own (a dict, may be empty); nothing
+when both are empty. Call with (dict "context" $ "annotations" $own). */}}
+{{- define "capi-stream.annotations" -}}
+{{- $all := merge (dict) (.annotations | default dict) .context.Values.commonAnnotations }}
+{{- with $all -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{- define "capi-stream.serviceAccountName" -}}
@@ -43,11 +60,128 @@ app.kubernetes.io/component: forwarder
 {{- end }}
 {{- end }}
 
+{{/* [registry/]repository(@digest|:tag); global.imageRegistry wins over image.registry. */}}
 {{- define "capi-stream.image" -}}
+{{- $registry := default .Values.image.registry (.Values.global).imageRegistry }}
+{{- $repository := .Values.image.repository }}
+{{- if $registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}{{ end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
+{{- end }}
+
+{{/* True on OpenShift (or when forced): the restricted SCC assigns uid, gid and fsGroup itself
+and rejects fixed ones outside the namespace's range. */}}
+{{- define "capi-stream.openshift" -}}
+{{- $mode := ((((.Values.global).compatibility).openshift).adaptSecurityContext) | default "auto" }}
+{{- if or (eq $mode "force") (and (eq $mode "auto") (.Capabilities.APIVersions.Has "security.openshift.io/v1")) }}true{{ end }}
+{{- end }}
+
+{{/* A security context without the ids OpenShift assigns. Call with (dict "context" $ "securityContext" $sc). */}}
+{{- define "capi-stream.securityContext" -}}
+{{- $sc := deepCopy (.securityContext | default dict) }}
+{{- if include "capi-stream.openshift" .context }}
+{{- $sc = omit $sc "runAsUser" "runAsGroup" "fsGroup" }}
+{{- end }}
+{{- toYaml $sc }}
+{{- end }}
+
+{{/* The capi-stream container's env, envFrom, and the volumes and mounts that carry its config and
+secrets: shared by the Deployment and the `helm test` pod so `verify` sees what `run` sees. */}}
+{{- define "capi-stream.containerEnv" -}}
+{{- with .Values.extraEnv }}
+env:
+  {{- tpl (toYaml .) $ | nindent 2 }}
+{{- end }}
+{{- with .Values.envFrom }}
+envFrom:
+  {{- tpl (toYaml .) $ | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "capi-stream.volumeMounts" -}}
+- name: config
+  mountPath: /etc/capi-stream
+  readOnly: true
+- name: pinterest-token
+  mountPath: {{ include "capi-stream.tokenDir" . }}
+  readOnly: true
+{{- if .Values.kafka.sasl.mechanism }}
+- name: kafka-sasl
+  mountPath: {{ include "capi-stream.saslDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: {{ include "capi-stream.caDir" . }}
+  readOnly: true
+{{- end }}
+- name: tmp
+  mountPath: /tmp
+{{- with .Values.extraVolumeMounts }}
+{{ tpl (toYaml .) $ }}
+{{- end }}
+{{- end }}
+
+{{- define "capi-stream.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "capi-stream.fullname" . }}
+- name: pinterest-token
+  secret:
+    secretName: {{ include "capi-stream.tokenSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "capi-stream.tokenSecretKey" . }}
+        path: {{ include "capi-stream.tokenSecretKey" . }}
+{{- if .Values.kafka.sasl.mechanism }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ include "capi-stream.saslSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "capi-stream.saslSecretKey" . }}
+        path: {{ include "capi-stream.saslSecretKey" . }}
+{{- end }}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+    items:
+      - key: {{ .Values.kafka.tls.caSecretKey }}
+        path: {{ .Values.kafka.tls.caSecretKey }}
+{{- end }}
+# Writable scratch space; the root filesystem is read-only.
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- with .Values.extraVolumes }}
+{{ tpl (toYaml .) $ }}
+{{- end }}
+{{- end }}
+
+{{/* The chart's probe on the metrics port, or the operator's whole replacement. Call with
+(dict "override" $probeValue "path" "/healthz" "timing" $probesTiming). */}}
+{{- define "capi-stream.probe" -}}
+{{- if .override }}
+{{- toYaml .override }}
+{{- else }}
+httpGet:
+  path: {{ .path }}
+  port: metrics
+periodSeconds: {{ .timing.periodSeconds }}
+failureThreshold: {{ .timing.failureThreshold }}
+{{- end }}
+{{- end }}
+
+{{/* PromQL label matchers scoping the alert rules to this release's scrape job. */}}
+{{- define "capi-stream.ruleSelector" -}}
+{{- if .Values.metrics.prometheusRule.selector }}
+{{- .Values.metrics.prometheusRule.selector }}
+{{- else }}
+{{- printf "namespace=%q,job=%q" .Release.Namespace (printf "%s-metrics" (include "capi-stream.fullname" .)) }}
 {{- end }}
 {{- end }}
 
@@ -92,6 +226,12 @@ app.kubernetes.io/component: forwarder
 
 {{/* Inconsistent values fail the render with a message naming the key. */}}
 {{- define "capi-stream.validate" -}}
+{{- if not .Values.kafka.bootstrapServers }}
+{{- fail "kafka.bootstrapServers is required: set it, e.g. --set kafka.bootstrapServers=kafka.kafka.svc:9092" }}
+{{- end }}
+{{- if and .Values.autoscaling.hpa.enabled (lt (int .Values.autoscaling.minReplicas) 1) }}
+{{- fail "autoscaling.minReplicas 0 needs KEDA (autoscaling.keda.enabled): an HPA cannot scale to zero" }}
+{{- end }}
 {{- if and .Values.pinterest.accessToken .Values.pinterest.existingSecret }}
 {{- fail "pinterest.accessToken and pinterest.existingSecret are exclusive: set one" }}
 {{- end }}
@@ -121,7 +261,7 @@ app.kubernetes.io/component: forwarder
 {{/* The configuration file `capi-stream run` reads (see `capi-stream check-config`). */}}
 {{- define "capi-stream.config" -}}
 {{- $kafka := dict "group_id" .Values.kafka.groupId "dead_letter_topic" .Values.kafka.deadLetterTopic "security_protocol" .Values.kafka.securityProtocol }}
-{{- with .Values.kafka.bootstrapServers }}{{ $_ := set $kafka "bootstrap_servers" . }}{{ end }}
+{{- $_ := set $kafka "bootstrap_servers" .Values.kafka.bootstrapServers }}
 {{- if .Values.kafka.sasl.mechanism }}
 {{- $_ := set $kafka "sasl_mechanism" .Values.kafka.sasl.mechanism }}
 {{- with .Values.kafka.sasl.username }}{{ $_ := set $kafka "sasl_username" . }}{{ end }}

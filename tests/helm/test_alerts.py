@@ -1,0 +1,114 @@
+"""The chart's alert rules: the repository's rule file is their plain-Prometheus rendering, and each
+alert is scoped to its release, linked to its runbook section, and tunable per alert."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.helm.conftest import CHART, REPO_ROOT, Rendered
+
+RULE_FILE = CHART / "rules" / "capi-stream-alerts.yaml"
+VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+PROMETHEUS_RULE = VALUES["metrics"]["prometheusRule"]
+RELEASE_SCOPE = 'namespace="conversions",job="capi-capi-stream-metrics"'
+
+
+def rules_by_name(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    rule = rendered.one("PrometheusRule")
+    return {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+
+
+def test_repository_rule_file_is_the_chart_rendered_for_plain_prometheus(helm: Path) -> None:
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "render_alert_rules.sh")],
+        env={**os.environ, "HELM": str(helm)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == RULE_FILE.read_text(), "rules file is stale: run `make rules`"
+    plain = yaml.safe_load(RULE_FILE.read_text())
+    for group in plain["groups"]:
+        for rule in group["rules"]:
+            assert 'job="capi-stream"' in rule["expr"], rule["alert"]
+            assert "namespace=" not in rule["expr"], rule["alert"]
+
+
+def test_every_alert_is_scoped_to_the_release_scrape_job(render: Callable[..., Rendered]) -> None:
+    rendered = render("keda-values")
+    rules = rules_by_name(rendered)
+    assert rules.keys() == PROMETHEUS_RULE["alerts"].keys()
+    for name, rule in rules.items():
+        assert RELEASE_SCOPE in rule["expr"], name
+    # The ServiceMonitor's job label is the Service's name.
+    assert rendered.one("Service", "-metrics")["metadata"]["name"] == "capi-capi-stream-metrics"
+    assert rendered.one("ServiceMonitor")["spec"].get("jobLabel") is None
+
+
+def test_aggregations_keep_namespace_and_ad_account(render: Callable[..., Rendered]) -> None:
+    for name, rule in rules_by_name(render("keda-values")).items():
+        for clause in rule["expr"].split("by (")[1:]:
+            grouping = clause.split(")", 1)[0]
+            assert "namespace" in grouping, (name, grouping)
+            if name in {"CapiStreamSetupError", "CapiStreamRateLimited"}:
+                assert "ad_account" in grouping, (name, grouping)
+
+
+def test_runbook_links_are_absolute_and_point_at_each_alerts_section(
+    render: Callable[..., Rendered],
+) -> None:
+    base = PROMETHEUS_RULE["runbookUrl"]
+    assert base.startswith("https://")
+    assert base.endswith("/docs/runbook.md")
+    for name, rule in rules_by_name(render("keda-values")).items():
+        assert rule["annotations"]["runbook_url"] == f"{base}#{name.lower()}"
+    own = render("keda-values", "--set", "metrics.prometheusRule.runbookUrl=https://wiki/x")
+    for name, rule in rules_by_name(own).items():
+        assert rule["annotations"]["runbook_url"] == f"https://wiki/x#{name.lower()}"
+
+
+def test_each_alert_can_be_disabled_retimed_relabelled_and_rethresholded(
+    render: Callable[..., Rendered],
+) -> None:
+    rules = rules_by_name(render("extended-values"))
+    assert "CapiStreamResilienceLow" not in rules
+    limited = rules["CapiStreamRateLimited"]
+    assert limited["for"] == "30m"
+    assert ") > 0.25" in limited["expr"]
+    assert "for 30m" in limited["annotations"]["description"]
+    # Per-alert labels win over additionalRuleLabels, which win over nothing.
+    assert limited["labels"] == {"severity": "critical", "team": "conversions"}
+    assert rules["CapiStreamDown"]["labels"] == {"severity": "critical", "team": "conversions"}
+    assert rules["CapiStreamNotReady"]["labels"] == {"severity": "warning", "team": "conversions"}
+    tuned = rules_by_name(
+        render(
+            "keda-values",
+            "--set", "metrics.prometheusRule.alerts.CapiStreamConsumerLagGrowing.minLag=50000",
+            "--set", "metrics.prometheusRule.alerts.CapiStreamDeadLetterRateHigh.ratio=0.2",
+            "--set", "metrics.prometheusRule.alerts.CapiStreamDeadLetterRateHigh.minRate=1",
+            "--set", "metrics.prometheusRule.alerts.CapiStreamResilienceLow.minWindowEvents=500",
+            "--set", "metrics.prometheusRule.alerts.CapiStreamSetupError.severity=warning",
+        )
+    )  # fmt: skip
+    assert "> 50000\n" in tuned["CapiStreamConsumerLagGrowing"]["expr"]
+    assert ") > 0.2\n" in tuned["CapiStreamDeadLetterRateHigh"]["expr"]
+    assert "[10m])) > 1\n" in tuned["CapiStreamDeadLetterRateHigh"]["expr"]
+    assert ">= 500\n" in tuned["CapiStreamResilienceLow"]["expr"]
+    assert tuned["CapiStreamSetupError"]["labels"]["severity"] == "warning"
+
+
+def test_a_custom_selector_scopes_every_rule(render: Callable[..., Rendered]) -> None:
+    rules = rules_by_name(
+        render("keda-values", "--set-string", 'metrics.prometheusRule.selector=job="pods"')
+    )
+    for name, rule in rules.items():
+        assert 'job="pods"' in rule["expr"], name
+        assert "namespace=" not in rule["expr"], name
