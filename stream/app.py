@@ -23,6 +23,7 @@ from stream.metrics import UNKNOWN, Metrics
 from stream.models import DeadLetter, PinterestEvent, SourceRecord
 from stream.offsets import OffsetTracker, TopicPartitionKey
 from stream.pinterest.client import PinterestClient
+from stream.quality import quality_poller
 from stream.retry import Backoff
 from stream.settings import Settings, SourceSettings
 from stream.source import KafkaSource
@@ -119,6 +120,8 @@ class App:
         self.http = HealthServer(
             settings.metrics.host, settings.metrics.port, self.registry, self.not_ready_reasons
         )
+        # Pinterest's Event Quality Score: None unless pinterest.quality.enabled.
+        self.quality = quality_poller(settings, self.metrics.quality)
         self._sources: dict[str, SourceSettings] = {}
         self._default_account: dict[str, str] = {}
         for source in settings.sources:
@@ -158,6 +161,8 @@ class App:
             self.dispatcher.account(account)
         self.metrics.watch_readiness(lambda: not self.not_ready_reasons())
         await self.source.start()
+        if self.quality is not None:
+            self.quality.start()
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
@@ -199,6 +204,8 @@ class App:
         await asyncio.gather(commits, return_exceptions=True)
         await self._commit()
         self._closing = True
+        if self.quality is not None:
+            await self.quality.stop()
         await self.dispatcher.cancel()
         await self.source.close()
         await self.dlq.close()
