@@ -23,6 +23,7 @@ REQUIRED_ALERTS = {
     "CapiStreamNoDeliveries",
     "CapiStreamResilienceLow",
     "CapiStreamNotReady",
+    "CapiStreamEventQualityNeedsImprovement",
 }
 
 
