@@ -270,10 +270,14 @@ class EqsClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        if self._session is None:
+            self._session = self._new_session()
+
+    def _new_session(self) -> aiohttp.ClientSession:
         ssl_context: ssl.SSLContext | bool = True
         if self._ca_file is not None:
             ssl_context = ssl.create_default_context(cafile=str(self._ca_file))
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=1, ssl=ssl_context), timeout=self._timeout
         )
 
@@ -286,10 +290,12 @@ class EqsClient:
         return f"{self._base}/v5/ad_accounts/{ad_account_id}/conversion_eqs"
 
     async def fetch(self, ad_account_id: str, lookback: str, token: str) -> list[QualityScore]:
-        """Every score of one ad account for one lookback period; raises QualityPollError."""
+        """Every score of one ad account for one lookback period; raises QualityPollError.
+
+        Opens the session on first use if `start()` was not awaited."""
         session = self._session
         if session is None:
-            raise RuntimeError("EqsClient.start() was not awaited")
+            session = self._session = self._new_session()
         try:
             async with session.get(
                 self.url(ad_account_id),
@@ -323,7 +329,8 @@ class QualityPoller:
 
     Guarantees: one request in flight at most; nothing it does raises into the caller or
     changes delivery, readiness or the forwarder's connection pool; a failure is a counter and
-    a rate-limited log line. The first round starts right after `start()`.
+    a rate-limited log line. The first round starts right after `start()`; `poll_once()` runs
+    one round on its own.
     """
 
     def __init__(
@@ -347,7 +354,6 @@ class QualityPoller:
         self._log = RateLimitedLogger(log, interval_s=max(interval_s, 300.0))
         self._last_verdict: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._task: asyncio.Task[None] | None = None
-        self.rounds = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="quality-poller")
@@ -387,11 +393,9 @@ class QualityPoller:
                 except QualityPollError as exc:
                     self._failed(account, lookback, exc)
                     if exc.reason in _ENDS_ROUND:
-                        self.rounds += 1
                         return
                     continue
                 self._scored(account, lookback, scores)
-        self.rounds += 1
 
     async def _fetch(self, account: str, lookback: str) -> list[QualityScore]:
         try:
