@@ -9,6 +9,9 @@ Prometheus (scrape and rule evaluation every second) go through four phases:
 2. Pinterest throttles half the requests (429);
 3. the token is revoked (401 → setup error) until the alert fires, then restored;
 4. everything drains and is committed.
+
+Throughout, the quality poller reads the sandbox's Event Quality Score every second (and is
+refused while the token is revoked).
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ def run(
             dead_letter_topic=dlq,
             sending={"setup_error_probe_s": 1, "backoff_initial_s": 0.1, "backoff_max_s": 1},
             logging={"level": "DEBUG"},
+            pinterest={"quality": {"enabled": True, "poll_interval_s": 1}},
         )
         forwarder = stack.enter_context(running_forwarder(config, directory))
         target = forwarder.base_url.removeprefix("http://")
@@ -307,3 +311,18 @@ def test_no_pii_or_token_in_metrics_logs_or_dead_letter_headers(run: Run) -> Non
         for canary in CANARIES:
             assert canary.lower() not in lowered, f"{canary!r} leaked into {place}"
         assert CANARY_STREET.lower() not in lowered, place
+
+
+@pytest.mark.kafka
+def test_pinterests_score_was_scraped_and_the_revoked_token_counted(run: Run) -> None:
+    query = 'max by (platform, lookback) (capi_stream_quality_status{ingestion_source="%s"})'
+    status = run.prometheus.query_range(query % "CONVERSIONS_API", run.start, run.end)
+    assert {(s["metric"]["platform"], s["metric"]["lookback"]) for s in status} >= {
+        ("WEB", "1d"),
+        ("WEB", "14d"),
+    }
+    assert set(finite_values(status)) <= {0.0, 1.0, 2.0}
+    refused = run.prometheus.query_range(
+        'max(capi_stream_quality_poll_errors_total{reason="unauthorized"})', run.start, run.end
+    )
+    assert max(finite_values(refused)) >= 1
