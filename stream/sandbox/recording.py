@@ -81,10 +81,20 @@ class Recorder:
         return b"[" + b",".join(lines) + b"]", next_seq
 
     def recent(self, account: str, since: float) -> Iterator[Any]:
-        """The kept events of `account` received at or after `since` (decoded structs)."""
-        for _, _, chunk_account, received_at, body, positions in self._chunks:
-            if chunk_account != account or received_at < since:
-                continue
+        """The kept events of `account` received at or after `since` (decoded structs).
+
+        The chunks are picked when called and decoded as the iterator is consumed, so another
+        thread may consume it while this one keeps recording.
+        """
+        picked = [
+            (body, positions)
+            for _, _, chunk_account, received_at, body, positions in self._chunks
+            if chunk_account == account and received_at >= since
+        ]
+        return self._decoded(picked)
+
+    def _decoded(self, picked: list[tuple[bytes, tuple[int, ...] | None]]) -> Iterator[Any]:
+        for body, positions in picked:
             events = self._decode(body)
             yield from events if positions is None else (events[p] for p in positions)
 
