@@ -165,6 +165,14 @@ class QualitySettings(Section):
             return read_secret_file(self.access_token_file, "pinterest.quality.access_token_file")
         return self.access_token.get_secret_value() if self.access_token else None
 
+    def readable_token(self) -> str | None:
+        """`token_value()`, or None when its file cannot be read: an optional feature's secret
+        must not stop the forwarder (the poller counts the problem as `no_token`)."""
+        try:
+            return self.token_value()
+        except ConfigurationError:
+            return None
+
 
 class PinterestSettings(Section):
     api_base_url: str = Field(
@@ -348,7 +356,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret this configuration holds, for the log redaction filter."""
         secrets = [self.pinterest.token_value(), self.kafka.sasl_password_value()]
-        secrets.append(self.pinterest.quality.token_value())
+        secrets.append(self.pinterest.quality.readable_token())
         secrets.append(urlsplit(self.pinterest.api_base_url).password)
         secrets += [
             value

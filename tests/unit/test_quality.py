@@ -281,3 +281,29 @@ def test_too_short_a_poll_interval_names_the_key() -> None:
     with pytest.raises(ConfigurationError) as caught:
         load_settings(environ={"CAPI_STREAM_PINTEREST__QUALITY__POLL_INTERVAL_S": "0.1"})
     assert caught.value.key == "pinterest.quality.poll_interval_s"
+
+
+async def test_an_unreadable_token_file_is_counted_and_does_not_stop_the_process(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        environ={
+            "CAPI_STREAM_PINTEREST__ACCESS_TOKEN": "conv",
+            "CAPI_STREAM_PINTEREST__AD_ACCOUNT_ID": ACCOUNT,
+            "CAPI_STREAM_PINTEREST__QUALITY__ENABLED": "true",
+            "CAPI_STREAM_PINTEREST__QUALITY__ACCESS_TOKEN_FILE": str(tmp_path / "missing"),
+        }
+    )
+    assert settings.secret_values() == ["conv"]
+    registry = CollectorRegistry()
+    poller = quality_poller(settings, Metrics(registry).quality)
+    assert poller is not None
+    try:
+        # No request goes out: the round ends at the token.
+        await poller.poll_once()
+    finally:
+        await poller.stop()
+    errors = value(
+        registry, "capi_stream_quality_poll_errors_total", ad_account=ACCOUNT, reason="no_token"
+    )
+    assert errors == 1.0
