@@ -374,14 +374,16 @@ class QualityPoller:
             self._interval_s,
         )
         while True:
+            wait = 0.0
             try:
-                await self.poll_once()
+                wait = await self.poll_once()
             except Exception:  # a bug here must not end the poller, let alone the process
                 log.exception("Event Quality Score poll failed unexpectedly")
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(max(self._interval_s, wait))
 
-    async def poll_once(self) -> None:
-        """One round: each ad account, each lookback period, one request at a time."""
+    async def poll_once(self) -> float:
+        """One round: each ad account, each lookback period, one request at a time. Returns
+        how long Pinterest asked to wait (a 429's rate-limit reset), else 0."""
         first = True
         for account in self._accounts:
             for lookback in LOOKBACK_PERIODS:
@@ -393,9 +395,10 @@ class QualityPoller:
                 except QualityPollError as exc:
                     self._failed(account, lookback, exc)
                     if exc.reason in _ENDS_ROUND:
-                        return
+                        return exc.retry_after_s or 0.0
                     continue
                 self._scored(account, lookback, scores)
+        return 0.0
 
     async def _fetch(self, account: str, lookback: str) -> list[QualityScore]:
         try:

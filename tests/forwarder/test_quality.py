@@ -150,11 +150,12 @@ async def test_rate_limiting_ends_the_round_and_the_next_one_reads_again(
     polling = poller(sandbox.url, registry, sandbox.token, DEFAULT_AD_ACCOUNT, OTHER_ACCOUNT)
     before = delivery_samples(registry)
     try:
-        await polling.poll_once()
+        # The sandbox's 429 says x-ratelimit-reset: 1; the next round waits at least that long.
+        assert await polling.poll_once() == 1.0
         assert errors(registry) == {"rate_limited": 1.0}
         assert errors(registry, OTHER_ACCOUNT) == {}
         sandbox.set_faults(eqs_error=None)
-        await polling.poll_once()
+        assert await polling.poll_once() == 0.0
     finally:
         await polling.stop()
     assert errors(registry) == {"rate_limited": 1.0}
