@@ -36,6 +36,8 @@ LOCAL_KAFKA = REPO_ROOT / "scripts" / "local_kafka.py"
 TOKEN = "sandbox-token"  # noqa: S105 - the local sandbox's well-known token
 AD_ACCOUNT = "549764106778"
 STOP_TIMEOUT_S = 40.0
+# The sandbox scores what it received; poll its Event Quality Score often enough to watch it move.
+QUALITY_POLL_S = 30
 START_TIMEOUT_S = 60.0
 SAMPLE = re.compile(r"^(capi_stream_\w+)(\{[^}]*\})? (\S+)$")
 
@@ -73,6 +75,12 @@ def main() -> int:
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         print(f"sandbox  {sandbox_url}   (GET {sandbox_url}/_stats)")
         print(f"metrics  {metrics_url}   health: /healthz /readyz")
+        print(f"quality  capi_stream_quality_* on /metrics every {QUALITY_POLL_S}s; also:")
+        print(
+            f"         CAPI_STREAM_PINTEREST__API_BASE_URL={sandbox_url} "
+            f"CAPI_STREAM_PINTEREST__ACCESS_TOKEN={TOKEN} "
+            f"CAPI_STREAM_PINTEREST__AD_ACCOUNT_ID={AD_ACCOUNT} capi-stream quality"
+        )
         print(f"logs     {RUN_DIR}/   Ctrl-C stops everything")
         deadline = None if args.duration is None else time.monotonic() + args.duration
         show_progress(metrics_url, forwarder, stop, deadline)
@@ -156,6 +164,8 @@ def start_forwarder(
         CAPI_STREAM_PINTEREST__AD_ACCOUNT_ID=AD_ACCOUNT,
         CAPI_STREAM_METRICS__HOST="127.0.0.1",
         CAPI_STREAM_METRICS__PORT=str(metrics_port),
+        CAPI_STREAM_PINTEREST__QUALITY__ENABLED="true",
+        CAPI_STREAM_PINTEREST__QUALITY__POLL_INTERVAL_S=str(QUALITY_POLL_S),
     )
     log = (RUN_DIR / "forwarder.log").open("wb")
     return subprocess.Popen(

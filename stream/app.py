@@ -19,6 +19,7 @@ from stream.http_server import HealthServer
 from stream.metrics import Metrics
 from stream.models import DeadLetter, PinterestEvent, SourceRecord
 from stream.pinterest.client import PinterestClient
+from stream.quality import quality_poller
 from stream.retry import Backoff
 from stream.settings import Settings, SourceSettings
 from stream.settlement import Settlement, Ticket, wait_until
@@ -112,6 +113,8 @@ class App:
             self.not_ready_reasons,
             self.degradations,
         )
+        # Pinterest's Event Quality Score: None unless pinterest.quality.enabled.
+        self.quality = quality_poller(settings, self.metrics.quality)
         self._sources: dict[str, SourceSettings] = {}
         self._default_account: dict[str, str] = {}
         for source in settings.sources:
@@ -142,6 +145,8 @@ class App:
             self.dispatcher.account(account)
         self.metrics.watch_readiness(lambda: not self.not_ready_reasons())
         await self.source.start(self.settlement)
+        if self.quality is not None:
+            self.quality.start()
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
@@ -179,6 +184,8 @@ class App:
                 self.settlement.unsettled(),
             )
         await self.settlement.close()
+        if self.quality is not None:
+            await self.quality.stop()
         await self.dispatcher.cancel()
         await self.source.close()
         await self.dlq.close()

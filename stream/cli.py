@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("stream.commands.verify", "preflight: check Kafka, send one test event per account"),
     "dlq": ("stream.commands.dlq", "inspect or replay dead letters"),
     "check-config": ("stream.commands.check_config", "validate configuration and print it"),
+    "quality": ("stream.commands.quality", "Pinterest's Event Quality Score per ad account"),
 }
 
 EXIT_OK = 0

@@ -165,6 +165,7 @@ class Metrics:
             ["ad_account"],
         )
         self.ready = gauge("ready", "1 when /readyz answers ready, else 0")
+        self.quality = QualityMetrics(registry)
 
         self._events: dict[tuple[str, str, str], CounterChild] = {}
         self._consumed: dict[str, CounterChild] = {}
@@ -472,3 +473,90 @@ class HistogramFamily(Collector):
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == math.inf else repr(bound)
+
+
+# --- Pinterest's Event Quality Score (set by stream.quality) -----------------------------------
+
+QualityKey = tuple[str, ...]
+
+
+class QualityMetrics:
+    """Pinterest's Event Quality Score as the quality poller last read it.
+
+    Each answer replaces the series of its ad account and lookback period: an ingestion source,
+    platform or component Pinterest no longer reports loses its series instead of keeping a
+    stale value. Coverage and overlap are ratios (Pinterest's percentages / 100).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        base = ["ad_account", "ingestion_source", "platform", "lookback"]
+        parts = [*base, "component", "event_name"]
+        self.status = Gauge(
+            f"{PREFIX}_quality_status",
+            "Pinterest's overall Event Quality Score: 0 NEEDS_IMPROVEMENT, 1 FAIR, 2 GOOD",
+            base,
+            registry=registry,
+        )
+        self.coverage = Gauge(
+            f"{PREFIX}_quality_coverage_ratio",
+            "Share of events carrying the component, per event type, as Pinterest counts it",
+            parts,
+            registry=registry,
+        )
+        self.overlap = Gauge(
+            f"{PREFIX}_quality_overlap_ratio",
+            "Share of events also received from the Tag (external_event_id), per Pinterest",
+            parts,
+            registry=registry,
+        )
+        self.issues = Gauge(
+            f"{PREFIX}_quality_issues",
+            "Open issues Pinterest reports per component and event type (names in the log)",
+            parts,
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            f"{PREFIX}_quality_last_success_timestamp_seconds",
+            "When the Event Quality Score of an ad account was last read",
+            ["ad_account", "lookback"],
+            registry=registry,
+        )
+        self.poll_errors = CounterFamily(
+            f"{PREFIX}_quality_poll_errors",
+            "Failed Event Quality Score requests, by reason",
+            ("ad_account", "reason"),
+            registry,
+        )
+        self._series: dict[tuple[str, str], dict[Gauge, set[QualityKey]]] = {}
+
+    def scored(
+        self,
+        ad_account: str,
+        lookback: str,
+        status: dict[tuple[str, str], float],
+        coverage: dict[tuple[str, str, str, str], float],
+        overlap: dict[tuple[str, str, str, str], float],
+        issues: dict[tuple[str, str, str, str], float],
+        now: float,
+    ) -> None:
+        """Replaces the series of one ad account and lookback period with a new answer."""
+        previous = self._series.get((ad_account, lookback), {})
+        current: dict[Gauge, set[QualityKey]] = {}
+        for gauge, samples in (
+            (self.status, status),
+            (self.coverage, coverage),
+            (self.overlap, overlap),
+            (self.issues, issues),
+        ):
+            keys = current[gauge] = set()
+            for labels, value in samples.items():
+                key = (ad_account, labels[0], labels[1], lookback, *labels[2:])
+                gauge.labels(*key).set(value)
+                keys.add(key)
+            for stale in previous.get(gauge, set()) - keys:
+                gauge.remove(*stale)
+        self._series[(ad_account, lookback)] = current
+        self.last_success.labels(ad_account, lookback).set(now)
+
+    def poll_failed(self, ad_account: str, reason: str) -> None:
+        self.poll_errors.labels(ad_account, reason).inc()

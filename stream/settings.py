@@ -144,6 +144,42 @@ class KafkaSettings(Section):
         return self.sasl_password.get_secret_value() if self.sasl_password else None
 
 
+class QualitySettings(Section):
+    """Pinterest's Event Quality Score (GET /v5/ad_accounts/{id}/conversion_eqs), polled for
+    every configured ad account and exported as metrics; off unless enabled."""
+
+    enabled: bool = Field(
+        default=False, description="Poll the Event Quality Score and export it on /metrics"
+    )
+    poll_interval_s: float = Field(
+        default=1800.0, ge=1.0, description="Seconds between two polls of every ad account"
+    )
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one conversion_eqs request"
+    )
+    access_token: SecretStr | None = Field(
+        default=None,
+        description="Token with the ads:read scope; defaults to pinterest.access_token",
+    )
+    access_token_file: Path | None = Field(
+        default=None, description="File holding the ads:read token (Kubernetes Secret mount)"
+    )
+
+    def token_value(self) -> str | None:
+        """The ads:read token if one is configured, else None (callers fall back)."""
+        if self.access_token_file is not None:
+            return read_secret_file(self.access_token_file, "pinterest.quality.access_token_file")
+        return self.access_token.get_secret_value() if self.access_token else None
+
+    def readable_token(self) -> str | None:
+        """`token_value()`, or None when its file cannot be read: an optional feature's secret
+        must not stop the forwarder (the poller counts the problem as `no_token`)."""
+        try:
+            return self.token_value()
+        except ConfigurationError:
+            return None
+
+
 class PinterestSettings(Section):
     api_base_url: str = Field(
         default="https://api.pinterest.com",
@@ -173,6 +209,7 @@ class PinterestSettings(Section):
     requests_per_minute: int = Field(
         default=5000, gt=0, description="Request budget per ad account per minute"
     )
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @field_validator("api_base_url")
     @classmethod
@@ -355,6 +392,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret this configuration holds, for the log redaction filter."""
         secrets = [self.pinterest.token_value(), self.kafka.sasl_password_value()]
+        secrets.append(self.pinterest.quality.readable_token())
         secrets.append(urlsplit(self.pinterest.api_base_url).password)
         secrets += [
             value

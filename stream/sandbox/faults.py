@@ -13,6 +13,9 @@ Knobs (JSON keys of `GET/PUT /_admin/faults`; the CLI flag is the same name with
     invalid_request_event_ids  regex: a request containing a matching event_id gets a 400
     token_revoked              answer 401 (code 2) to every request, as for a revoked token
     rate_limit                 requests per minute per ad account (x-ratelimit-* headers, 429)
+    eqs_error                  HTTP status (400, 401, 403, 404, 429, 500, 502 or 503) that every
+                               GET conversion_eqs gets instead of the score; null: none. The
+                               knobs above concern the events endpoint only.
 
 The probabilities are exclusive outcomes of one draw per request, so their sum must be ≤ 1.
 """
@@ -36,6 +39,7 @@ PROBABILITY_KNOBS: Final[tuple[Fate, ...]] = (
     "hang",
 )
 DEFAULT_RATE_LIMIT: Final = 5000
+EQS_ERRORS: Final = frozenset({400, 401, 403, 404, 429, 500, 502, 503})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,7 @@ class Faults:
     invalid_request_event_ids: str | None = None
     token_revoked: bool = False
     rate_limit: int = DEFAULT_RATE_LIMIT
+    eqs_error: int | None = None
 
     def updated(self, changes: dict[str, Any], now: float) -> Faults:
         """A copy with `changes` (knob name → value) applied; ConfigurationError names a bad knob.
@@ -77,6 +82,10 @@ class Faults:
             elif key == "token_revoked":
                 if not isinstance(value, bool):
                     raise ConfigurationError(key, "must be true or false")
+                values[key] = value
+            elif key == "eqs_error":
+                if value is not None and (isinstance(value, bool) or value not in EQS_ERRORS):
+                    raise ConfigurationError(key, f"must be null or one of {sorted(EQS_ERRORS)}")
                 values[key] = value
             else:
                 values[key] = int(_number(key, value, 1.0, None))

@@ -11,7 +11,7 @@ garbage collector, which would otherwise rescan every kept event over and over.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,6 +79,24 @@ class Recorder:
                 lines.append(self._line(first + index, account, received_at, events[index])[:-1])
                 next_seq = first + index + 1
         return b"[" + b",".join(lines) + b"]", next_seq
+
+    def recent(self, account: str, since: float) -> Iterator[Any]:
+        """The kept events of `account` received at or after `since` (decoded structs).
+
+        The chunks are picked when called and decoded as the iterator is consumed, so another
+        thread may consume it while this one keeps recording.
+        """
+        picked = [
+            (body, positions)
+            for _, _, chunk_account, received_at, body, positions in self._chunks
+            if chunk_account == account and received_at >= since
+        ]
+        return self._decoded(picked)
+
+    def _decoded(self, picked: list[tuple[bytes, tuple[int, ...] | None]]) -> Iterator[Any]:
+        for body, positions in picked:
+            events = self._decode(body)
+            yield from events if positions is None else (events[p] for p in positions)
 
     def _line(self, seq: int, account: str, received_at: float, event: Any) -> bytes:
         return b'{"seq":%d,"ad_account_id":%b,"received_at":%.6f,"event":%b}\n' % (

@@ -3,6 +3,9 @@
 Routes:
 
     POST   /v5/ad_accounts/{ad_account_id}/events[?test=true]   Pinterest's Conversions API
+    GET    /v5/ad_accounts/{ad_account_id}/conversion_eqs?lookback_period=1d|14d
+           [&source_platform=…][&ingestion_source=…]   Event Quality Score of the recorded
+                                     events (thresholds in `quality`); not counted in /_stats
     GET    /_stats                   counters as JSON (see `stats.Stats.snapshot`)
     GET    /                         the same for a person (HTML)
     GET    /_admin/faults            current fault knobs (see `faults`)
@@ -21,6 +24,11 @@ the random fate (500/502/503, 429, connection reset, hang); token (401, code 2, 
 200, or 422 (code 953) when none was processed. With `?test=true` only the first 20 events are
 evaluated and nothing is counted as processed or recorded. The admin API is unauthenticated: the
 sandbox only ever listens on loopback.
+
+A conversion_eqs request is answered in this order: the `eqs_error` fault; token (401, also
+while `token_revoked`); ad account id format (404); ad account allowed (403); query parameters
+against the spec's enums (400); then the score. The events endpoint's other faults and its
+rate limit do not apply to it.
 """
 
 from __future__ import annotations
@@ -48,9 +56,11 @@ from stream.errors import ConfigurationError
 from stream.sandbox.checks import BodyChecker, RequestInvalid, all_pass, evaluate, warning_for
 from stream.sandbox.faults import Faults
 from stream.sandbox.page import render_page
+from stream.sandbox.quality import LOOKBACK_SECONDS, score_events
 from stream.sandbox.ratelimit import RateLimiter, limit_header
 from stream.sandbox.recording import Recorder
 from stream.sandbox.stats import Stats
+from stream.spec import INGESTION_SOURCES, SOURCE_PLATFORMS
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +151,9 @@ class Sandbox:
     def application(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[json_errors])
         app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", self.post_events)
+        app.router.add_get(
+            "/v5/ad_accounts/{ad_account_id}/conversion_eqs", self.get_conversion_eqs
+        )
         app.router.add_get("/_stats", self.get_stats)
         app.router.add_get("/", self.get_page)
         app.router.add_get("/_admin/faults", self.get_faults)
@@ -301,6 +314,34 @@ class Sandbox:
             "num_events_processed": len(processed),
             "events": results,
         }
+
+    async def get_conversion_eqs(self, request: web.Request) -> web.Response:
+        faults = self.faults
+        if faults.eqs_error is not None:
+            throttled = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1"}
+            return _error(faults.eqs_error, headers=throttled if faults.eqs_error == 429 else None)
+        if faults.token_revoked or not self._authorized(request):
+            return _error(401)
+        account = request.match_info["ad_account_id"]
+        if not ACCOUNT_ID.fullmatch(account):
+            return _error(404)
+        if self.config.ad_accounts and account not in self.config.ad_accounts:
+            return _error(403)
+        query = request.query
+        lookback = query.get("lookback_period")
+        if lookback not in LOOKBACK_SECONDS:
+            return _error(400, "Invalid request: lookback_period must be 1d or 14d")
+        platform = query.get("source_platform")
+        if platform is not None and platform not in SOURCE_PLATFORMS:
+            return _error(400, "Invalid request: unknown source_platform")
+        source = query.get("ingestion_source")
+        if source is not None and source not in INGESTION_SOURCES:
+            return _error(400, "Invalid request: unknown ingestion_source")
+        events = self.recorder.recent(account, self._clock() - LOOKBACK_SECONDS[lookback])
+        # Scoring 100,000 kept events takes about half a second: in a thread, so the events
+        # endpoint keeps answering meanwhile.
+        body = await asyncio.to_thread(score_events, events, lookback, platform, source)
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     def _authorized(self, request: web.Request) -> bool:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")

@@ -1,4 +1,4 @@
-"""Pinterest's official conversion-events schema (OpenAPI v5.23.0 subset) and its licence."""
+"""Pinterest's official conversion-events and EQS schemas (OpenAPI v5.23.0 subsets), licence."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from importlib.resources import files
 from typing import Any, Final
 
 SPEC_FILE = "pinterest-conversion-events.json"
+# `conversion_eqs/list` (GET /v5/ad_accounts/{id}/conversion_eqs): the Event Quality Score.
+EQS_SPEC_FILE = "pinterest-conversion-eqs.json"
 
 # Pinterest's vocabulary, which the schema states only in prose (DESIGN §1, reference notes B.2).
 EVENT_NAMES: Final = frozenset(
@@ -66,17 +68,50 @@ BOTTOM_FUNNEL_EVENTS: Final = frozenset(
     }
 )
 
+# The Event Quality Score's vocabulary (conversion_eqs/list): the enums and component names of
+# its response schema, which tests/unit/test_quality.py compares with the bundled file.
+LOOKBACK_PERIODS: Final = ("1d", "14d")
+OVERALL_STATUSES: Final = ("NEEDS_IMPROVEMENT", "FAIR", "GOOD")
+INGESTION_SOURCES: Final = frozenset({"TAG", "MMP", "FILE_UPLOAD", "CONVERSIONS_API", "NATIVE"})
+SOURCE_PLATFORMS: Final = frozenset(
+    {
+        "WEB",
+        "MOBILE",
+        "MOBILE_ANDROID",
+        "MOBILE_IOS",
+        "OFFLINE",
+        "PINTEREST_WEB",
+        "PINTEREST_ANDROID",
+        "PINTEREST_IOS",
+        "POINT_OF_SALE",
+    }
+)
+QUALITY_COMPONENTS: Final = (
+    "hashed_email",
+    "hashed_maid",
+    "ip_address",
+    "user_agent",
+    "advertiser_external_id",
+    "click_id_epik",
+    "external_event_id",
+    "order_id",
+    "order_value",
+    "product_id",
+    "source_url",
+)
+
 
 @cache
-def spec() -> dict[str, Any]:
-    """The bundled subset: the `events/create` operation and every schema it references."""
-    loaded: dict[str, Any] = json.loads(files(__package__).joinpath(SPEC_FILE).read_text())
+def spec(file: str = SPEC_FILE) -> dict[str, Any]:
+    """A bundled subset: one operation (`events/create` unless `file` says another) and every
+    schema it references."""
+    loaded: dict[str, Any] = json.loads(files(__package__).joinpath(file).read_text())
     return loaded
 
 
-def schema(name: str) -> dict[str, Any]:
+def schema(name: str, file: str = SPEC_FILE) -> dict[str, Any]:
     """A self-contained JSON Schema for one component, `$ref`s resolved to `definitions`."""
-    components = spec()["components"]["schemas"]
+    components = spec(file)["components"]["schemas"]
     text = json.dumps(components[name]).replace("#/components/schemas/", "#/definitions/")
     resolved: dict[str, Any] = json.loads(text)
     resolved["definitions"] = json.loads(

@@ -25,6 +25,7 @@ REQUIRED_ALERTS = {
     "CapiStreamNoDeliveries",
     "CapiStreamResilienceLow",
     "CapiStreamNotReady",
+    "CapiStreamEventQualityNeedsImprovement",
 }
 
 

@@ -13,6 +13,9 @@ Prometheus (scrape and rule evaluation every second) go through four phases:
 The target carries the `namespace` and `pod` labels Kubernetes service discovery would add.
 Dashboard queries on kube-state-metrics (restarts of pods never scraped, memory limits) have no
 exporter here: they are checked to parse, not to return data.
+
+Throughout, the quality poller reads the sandbox's Event Quality Score every second (and is
+refused while the token is revoked).
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ def run(
             dead_letter_topic=dlq,
             sending={"setup_error_probe_s": 1, "backoff_initial_s": 0.1, "backoff_max_s": 1},
             logging={"level": "DEBUG"},
+            pinterest={"quality": {"enabled": True, "poll_interval_s": 1}},
         )
         forwarder = stack.enter_context(running_forwarder(config, directory))
         target = forwarder.base_url.removeprefix("http://")
@@ -366,3 +370,18 @@ def test_no_pii_or_token_in_metrics_logs_or_dead_letter_headers(run: Run) -> Non
         for canary in CANARIES:
             assert canary.lower() not in lowered, f"{canary!r} leaked into {place}"
         assert CANARY_STREET.lower() not in lowered, place
+
+
+@pytest.mark.kafka
+def test_pinterests_score_was_scraped_and_the_revoked_token_counted(run: Run) -> None:
+    query = 'max by (platform, lookback) (capi_stream_quality_status{ingestion_source="%s"})'
+    status = run.prometheus.query_range(query % "CONVERSIONS_API", run.start, run.end)
+    assert {(s["metric"]["platform"], s["metric"]["lookback"]) for s in status} >= {
+        ("WEB", "1d"),
+        ("WEB", "14d"),
+    }
+    assert set(finite_values(status)) <= {0.0, 1.0, 2.0}
+    refused = run.prometheus.query_range(
+        'max(capi_stream_quality_poll_errors_total{reason="unauthorized"})', run.start, run.end
+    )
+    assert max(finite_values(refused)) >= 1

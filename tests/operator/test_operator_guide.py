@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream.commands import dlq, verify
+from stream.commands import dlq, quality, verify
 from stream.settings import Settings, SourceSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -66,6 +66,7 @@ def test_every_configuration_key_mentioned_exists() -> None:
         (dlq, ["replay", "--force", "--reason", "decode_error", "--since", "2h", "--until", "1h"]),
         (verify, ["--ad-account", "123"]),
         (verify, ["--only", "kafka", "--timeout", "5"]),
+        (quality, ["--ad-account", "123", "--json"]),
     ],
 )
 def test_documented_options_parse(module: object, argv: list[str]) -> None:
