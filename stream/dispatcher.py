@@ -44,7 +44,9 @@ class Sender(Protocol):
 class Outcomes(Protocol[T_contra]):
     """Where the dispatcher reports each event's fate; `tokens` are its consumed copies."""
 
-    def delivered(self, event: PinterestEvent, tokens: tuple[T_contra, ...]) -> None: ...
+    def delivered(
+        self, ad_account_id: str, event: PinterestEvent, tokens: tuple[T_contra, ...]
+    ) -> None: ...
 
     def failed(
         self, event: PinterestEvent, tokens: tuple[T_contra, ...], failure: Failure
@@ -411,9 +413,10 @@ class Dispatcher(Generic[T]):
         self, batch: Batch[T], answer: Classification, reason: DeadLetterReason, attempts: int
     ) -> None:
         outcomes = self._outcomes
+        account = batch.key.ad_account_id
         for event, tokens, outcome in zip(batch.events, batch.tokens, answer.outcomes, strict=True):
             if outcome.processed:
-                outcomes.delivered(event, tokens)
+                outcomes.delivered(account, event, tokens)
             else:
                 failure = Failure(reason, outcome.message, answer.status, attempts)
                 outcomes.failed(event, tokens, failure)

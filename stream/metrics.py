@@ -17,7 +17,7 @@ from stream.dlq.contract import DEAD_LETTER_REASONS, DeadLetterReason
 from stream.models import Signal
 from stream.resilience import COVERAGE_SIGNALS, SHARE_SIGNALS, ResilienceTracker
 from stream.retry import RETRY_LABELS, RetryReason
-from stream.spec import ACTION_SOURCES, EVENT_NAMES
+from stream.spec import ACTION_SOURCES, BOTTOM_FUNNEL_EVENTS, EVENT_NAMES
 
 PREFIX = "capi_stream"
 _S = TypeVar("_S", bound=str)
@@ -165,6 +165,7 @@ class Metrics:
             ["ad_account"],
         )
         self.ready = gauge("ready", "1 when /readyz answers ready, else 0")
+        self.resilience_events = ResilienceCounters(registry)
         self.quality = QualityMetrics(registry)
 
         self._events: dict[tuple[str, str, str], CounterChild] = {}
@@ -183,6 +184,7 @@ class Metrics:
         for outcome in OUTCOMES:
             self._events_child(UNKNOWN, UNKNOWN, outcome)
 
+        self._resilience_shapes = self.resilience_events.shapes
         self.resilience = ResilienceTracker(resilience_window_s, clock=clock)
         self._record_signals = self.resilience.record
         self._watch_resilience()
@@ -244,6 +246,7 @@ class Metrics:
 
     def event_delivered(
         self,
+        ad_account: str,
         event_name: str,
         action_source: str,
         signals: Signal,
@@ -270,6 +273,10 @@ class Metrics:
         if now - event_time > LATE_AFTER_S:
             self._late_inc()
         self._record_signals(signals, event_name, now)
+        # ResilienceCounters.count inlined: one dict update per delivered event.
+        key = (ad_account, action_source, signals, event_name)
+        shapes = self._resilience_shapes
+        shapes[key] = shapes.get(key, 0) + 1
 
     def event_dead_lettered(
         self, reason: DeadLetterReason, event_name: str = UNKNOWN, action_source: str = UNKNOWN
@@ -394,6 +401,47 @@ class HistogramChild:
             counts[bisect_left(bounds, value)] += 1
             total += value
         self.sum = total
+
+
+class ResilienceCounters(Collector):
+    """`resilience_events_total{ad_account,action_source,signal}` (DESIGN §6): counters that
+    sum across replicas, so recording rules can rate each ad account the way Pinterest does.
+
+    The hot path only counts event shapes (account, action source, signals, event name); the
+    five signals are derived from them at scrape time.
+    """
+
+    NAME = f"{PREFIX}_resilience_events"
+    DOC = "Delivered events per ad account and action source that meet each resilience signal"
+    LABELS = ("ad_account", "action_source", "signal")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.shapes: dict[tuple[str, str, Signal, str], int] = {}
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.NAME, self.DOC, labels=self.LABELS)
+
+    def collect(self) -> Iterator[Metric]:
+        totals: dict[tuple[str, str, str], int] = {}
+        for (account, action_source, signals, event_name), count in list(self.shapes.items()):
+            bottom_funnel = event_name in BOTTOM_FUNNEL_EVENTS
+            for signal, met in (
+                ("all", True),
+                ("ip_ua", Signal.IP_AND_USER_AGENT in signals),
+                ("external_id", Signal.EXTERNAL_ID in signals),
+                ("bottom_funnel", bottom_funnel),
+                (
+                    "bottom_funnel_em_or_maid",
+                    bottom_funnel and bool(signals & (Signal.EMAIL | Signal.HASHED_MAIDS)),
+                ),
+            ):
+                key = (account, action_source, signal)
+                totals[key] = totals.get(key, 0) + (count if met else 0)
+        family = CounterMetricFamily(self.NAME, self.DOC, labels=self.LABELS)
+        for labels, value in sorted(totals.items()):
+            family.add_metric(labels, value)
+        yield family
 
 
 class CounterFamily(Collector):

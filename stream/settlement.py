@@ -170,7 +170,9 @@ class Settlement:
 
     # --- the dispatcher's Outcomes -------------------------------------------------------------
 
-    def delivered(self, event: PinterestEvent, tokens: tuple[Ticket, ...]) -> None:
+    def delivered(
+        self, ad_account_id: str, event: PinterestEvent, tokens: tuple[Ticket, ...]
+    ) -> None:
         now = time.time()
         event_delivered = self._metrics.event_delivered
         settle = self.tracker.settle
@@ -178,6 +180,7 @@ class Settlement:
         for ticket in tokens:
             record = ticket.record
             event_delivered(
+                ad_account_id,
                 event.event_name,
                 event.action_source,
                 event.signals,

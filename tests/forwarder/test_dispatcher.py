@@ -57,7 +57,7 @@ class Recorder:
         self.delivered: list[str] = []
         self.failed: dict[str, Failure] = {}
 
-    def delivered_(self, event: PinterestEvent, tokens: tuple[str, ...]) -> None:
+    def delivered_(self, account: str, event: PinterestEvent, tokens: tuple[str, ...]) -> None:
         self.delivered.extend(tokens)
 
     def failed_(self, event: PinterestEvent, tokens: tuple[str, ...], failure: Failure) -> None:

@@ -87,7 +87,9 @@ def test_delivered_event_counts_latency_and_signals(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
     kafka_ms = int((NOW - 2.0) * 1000)
-    metrics.event_delivered("checkout", "web", Signal.IP_AND_USER_AGENT, int(NOW) - 10, kafka_ms)
+    metrics.event_delivered(
+        "1", "checkout", "web", Signal.IP_AND_USER_AGENT, int(NOW) - 10, kafka_ms
+    )
     labels = {"event_name": "checkout", "action_source": "web"}
     assert value(registry, "capi_stream_events_total", outcome="delivered", **labels) == 1
     assert value(registry, "capi_stream_delivery_latency_seconds_sum") == pytest.approx(2.0)
@@ -101,9 +103,9 @@ def test_delivered_event_counts_latency_and_signals(
 def test_delivery_more_than_an_hour_late_is_counted(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
-    metrics.event_delivered("page_visit", "web", Signal.NONE, int(NOW) - 3599, None)
+    metrics.event_delivered("1", "page_visit", "web", Signal.NONE, int(NOW) - 3599, None)
     assert value(registry, "capi_stream_late_events_total") == 0
-    metrics.event_delivered("page_visit", "web", Signal.NONE, int(NOW) - 3601, None)
+    metrics.event_delivered("1", "page_visit", "web", Signal.NONE, int(NOW) - 3601, None)
     assert value(registry, "capi_stream_late_events_total") == 1
     # Without a Kafka timestamp there is no latency to observe.
     assert value(registry, "capi_stream_delivery_latency_seconds_count") == 0
@@ -301,8 +303,8 @@ def test_resilience_gauges_follow_delivered_events(
 ) -> None:
     full = Signal.IP_AND_USER_AGENT | Signal.EMAIL | Signal.EXTERNAL_ID
     for _ in range(9):
-        metrics.event_delivered("checkout", "web", full, int(NOW), None)
-    metrics.event_delivered("page_visit", "web", Signal.CLICK_ID, int(NOW), None)
+        metrics.event_delivered("1", "checkout", "web", full, int(NOW), None)
+    metrics.event_delivered("1", "page_visit", "web", Signal.CLICK_ID, int(NOW), None)
     assert value(registry, "capi_stream_resilience_good") == 1
     assert value(
         registry, "capi_stream_identifier_coverage_ratio", signal="ip_and_user_agent"
@@ -310,7 +312,7 @@ def test_resilience_gauges_follow_delivered_events(
     assert value(registry, "capi_stream_signal_share_ratio", signal="click_id") == pytest.approx(
         0.1
     )
-    metrics.event_delivered("page_visit", "web", Signal.NONE, int(NOW), None)
+    metrics.event_delivered("1", "page_visit", "web", Signal.NONE, int(NOW), None)
     assert value(registry, "capi_stream_resilience_good") == 0
 
 
@@ -338,7 +340,7 @@ def test_histogram_buckets_are_cumulative_and_inclusive(
 def test_exposition_parses_as_prometheus_text(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
-    metrics.event_delivered("checkout", "web", Signal.EMAIL, int(NOW), int(NOW * 1000))
+    metrics.event_delivered("1", "checkout", "web", Signal.EMAIL, int(NOW), int(NOW * 1000))
     metrics.batch_sent([int(NOW)])
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
@@ -346,3 +348,32 @@ def test_exposition_parses_as_prometheus_text(
     assert families["capi_stream_events"].type == "counter"
     assert families["capi_stream_delivery_latency_seconds"].type == "histogram"
     assert families["capi_stream_batch_events"].type == "histogram"
+
+
+def test_resilience_counters_per_ad_account_and_action_source(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    web_full = Signal.IP_AND_USER_AGENT | Signal.EXTERNAL_ID | Signal.EMAIL
+    for _ in range(3):
+        metrics.event_delivered("1", "checkout", "web", web_full, int(NOW), None)
+    metrics.event_delivered("1", "page_visit", "web", Signal.IP_AND_USER_AGENT, int(NOW), None)
+    metrics.event_delivered("2", "checkout", "offline", Signal.HASHED_MAIDS, int(NOW), None)
+    metrics.event_delivered("2", "lead", "offline", Signal.NONE, int(NOW), None)
+
+    def counted(account: str, action_source: str, signal: str) -> float:
+        return value(
+            registry,
+            "capi_stream_resilience_events_total",
+            ad_account=account,
+            action_source=action_source,
+            signal=signal,
+        )
+
+    assert [
+        counted("1", "web", s)
+        for s in ("all", "ip_ua", "external_id", "bottom_funnel", "bottom_funnel_em_or_maid")
+    ] == [4, 4, 3, 3, 3]
+    assert [
+        counted("2", "offline", s)
+        for s in ("all", "ip_ua", "external_id", "bottom_funnel", "bottom_funnel_em_or_maid")
+    ] == [2, 0, 0, 2, 1]

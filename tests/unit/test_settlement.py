@@ -91,7 +91,7 @@ class Harness:
 
     def deliver(self, *tickets: Ticket) -> None:
         for ticket in tickets:
-            self.settlement.delivered(EVENT, (ticket,))
+            self.settlement.delivered("1", EVENT, (ticket,))
 
     # The rebalance callbacks block the consumer thread while the loop does the work.
 
@@ -145,7 +145,7 @@ async def test_out_of_order_settlement_commits_only_the_contiguous_settled_prefi
 async def test_copies_of_one_event_settle_together(harness: Harness) -> None:
     await harness.assign(TP)
     t = harness.consume(TP, 0, 1, 2)
-    harness.settlement.delivered(EVENT, (t[2], t[0]))
+    harness.settlement.delivered("1", EVENT, (t[2], t[0]))
     await harness.settlement.commit()
     assert harness.source.committed == {TP: 1}
     assert harness.buffer.events == 1
