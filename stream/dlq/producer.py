@@ -47,6 +47,9 @@ DEFAULT_TOPIC_LIMIT: Final = 1_000_000
 LIMIT_READ_TIMEOUT_S: Final = 10.0
 # Record-batch framing around one record (72 bytes measured for a bare record) and varints.
 SIZE_MARGIN: Final = 512
+# Values are never cut shorter than this: a topic that takes less is misconfigured (it cannot
+# hold the headers of a dead letter), and its dead letters wait, retried, until it is fixed.
+MIN_LIMIT: Final = 4096
 # Two varint lengths per header, at most 5 bytes each.
 HEADER_OVERHEAD: Final = 10
 # librdkafka refuses at produce() a record whose uncompressed size is over its message.max.bytes,
@@ -179,9 +182,10 @@ class DeadLetterProducer:
     `send` never gives up and never raises once started: a dead letter the broker or librdkafka
     refuses is produced again after a pause (each time counted in
     `retries_total{reason="dead_letter_unacked"}`), except one too large for the topic, which is
-    cut to fit at once (counted in `dead_letters_truncated_total`). Its `on_acked` callback runs
-    once, only after an acknowledgement, so its offset is never committed past an unwritten dead
-    letter. `healthy` is False while acknowledgements fail.
+    cut to fit at once (counted in `dead_letters_truncated_total`), though never below
+    `MIN_LIMIT` bytes: a topic that cannot take that is broken, not full. Its `on_acked`
+    callback runs once, only after an acknowledgement, so its offset is never committed past an
+    unwritten dead letter. `healthy` is False while acknowledgements fail.
 
     `start` reads the topic's `max.message.bytes`; `limit` is what a dead letter is cut to.
     """
@@ -212,8 +216,18 @@ class DeadLetterProducer:
 
     async def start(self) -> None:
         topic_limit = await self._topic_limit()
-        self.limit = topic_limit - SIZE_MARGIN
-        uncompressed = min(LIBRDKAFKA_MAX_MESSAGE_BYTES, topic_limit * UNCOMPRESSED_FACTOR)
+        self.limit = max(MIN_LIMIT, topic_limit - SIZE_MARGIN)
+        if topic_limit - SIZE_MARGIN < MIN_LIMIT:
+            log.warning(
+                "dead-letter topic %s takes records of at most %d bytes: dead letters are cut "
+                "to no less than %d and retried until its max.message.bytes is raised",
+                self._topic,
+                topic_limit,
+                MIN_LIMIT,
+            )
+        uncompressed = min(
+            LIBRDKAFKA_MAX_MESSAGE_BYTES, max(topic_limit, self.limit) * UNCOMPRESSED_FACTOR
+        )
         self._producer = self._connect(
             {
                 **self._client_config,
@@ -304,9 +318,11 @@ class DeadLetterProducer:
         self._refused(letter, error.name())
 
     def _refused(self, letter: DeadLetter, reason: str) -> None:
-        if reason == "MSG_SIZE_TOO_LARGE" and letter.fitted_to != 0:
-            self._cut(letter)
-            return
+        if reason == "MSG_SIZE_TOO_LARGE":
+            fitted = self._fitted(letter)
+            if fitted is not None:
+                self._produce(fitted)
+                return
         self.healthy = False
         self._metrics.retry_scheduled("dead_letter_unacked")
         record = letter.record
@@ -320,15 +336,21 @@ class DeadLetterProducer:
         )
         self._later(self._retry_delay_s, letter)
 
-    def _cut(self, letter: DeadLetter) -> None:
-        """Produces the dead letter again cut to the limit; halves the limit each time the topic
-        still refuses it (its limit was lowered since `start`), down to an empty value."""
+    def _fitted(self, letter: DeadLetter) -> DeadLetter | None:
+        """The dead letter cut to the limit, or to half its last size when the topic refused it
+        cut (its limit was lowered since `start`); None when cutting cannot help: it already
+        fits the limit, or was cut to `MIN_LIMIT`."""
         if letter.fitted_to is None:
             limit = self.limit
-            self._metrics.dead_letter_truncated()
+            if serialized_size(letter.key, letter.value, letter.headers) <= limit:
+                return None
         else:
-            limit = letter.fitted_to // 2
+            limit = max(MIN_LIMIT, letter.fitted_to // 2)
+            if limit == letter.fitted_to:
+                return None
         fitted = fit(letter, limit)
+        if letter.fitted_to is None:
+            self._metrics.dead_letter_truncated()
         record = letter.record
         self._storms.warning(
             "truncated",
@@ -341,7 +363,7 @@ class DeadLetterProducer:
             len(record.value or b""),
             len(fitted.value or b""),
         )
-        self._produce(fitted)
+        return fitted
 
     def _later(self, delay_s: float, letter: DeadLetter) -> None:
         asyncio.get_running_loop().call_later(delay_s, self._produce, letter)

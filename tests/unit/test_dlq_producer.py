@@ -181,6 +181,8 @@ async def started(
         read_limit=lambda _config, _topic, _timeout: topic_limit,
     )
     await producer.start()
+    limit = max(4096, topic_limit - 512)
+    assert producer.limit == limit
     assert configs == [
         {
             "bootstrap.servers": "b:9092",
@@ -188,8 +190,8 @@ async def started(
             "acks": "all",
             "linger.ms": "20",
             "compression.type": "zstd",
-            "message.max.bytes": str(16 * topic_limit),
-            "batch.size": str(min(1_000_000, topic_limit - 512)),
+            "message.max.bytes": str(16 * max(topic_limit, limit)),
+            "batch.size": str(min(1_000_000, limit)),
         }
     ]
     return producer
@@ -440,3 +442,39 @@ def test_fit_replaces_earlier_truncation_headers_and_keeps_a_missing_value_missi
     names = [name for name, _ in fitted.headers]
     assert names.count("capi.value.truncated") == 1
     assert dict(fitted.headers)["capi.value.bytes"] == b"0"
+
+
+async def test_a_dead_letter_that_fits_the_limit_yet_is_refused_as_too_large_is_not_cut() -> None:
+    # A topic too small for any dead letter is broken: wait for it, do not cut to nothing.
+    registry = CollectorRegistry()
+    fake = FakeProducer()
+    producer = await started(fake, registry, topic_limit=8)
+    assert producer.limit == 4096
+    producer.send(RECORD, "decode_error", "not JSON", lambda: None)
+    await refuse_the_last(fake, KafkaError.MSG_SIZE_TOO_LARGE)
+    assert fake.produced[1].value == b"v"
+    assert "capi.value.truncated" not in dict(fake.produced[1].headers)
+    assert unacked_retries(registry) == 1
+    assert truncated_count(registry) == 0
+    assert not producer.healthy
+    await producer.close()
+
+
+async def test_cutting_stops_at_the_minimum_and_then_waits_for_the_topic() -> None:
+    registry = CollectorRegistry()
+    fake = FakeProducer()
+    producer = await started(fake, registry, topic_limit=8704)
+    original = os.urandom(20_000)
+    producer.send(
+        SourceRecord("clicks", 0, 9, None, original, None), "too_old", "old", lambda: None
+    )
+    for _ in range(3):
+        await refuse_the_last(fake, KafkaError.MSG_SIZE_TOO_LARGE)
+    sizes = [serialized_size(p.key, p.value, p.headers) for p in fake.produced]
+    assert sizes[0] > 20_000
+    assert 8192 - 100 < sizes[1] <= 8192
+    assert 4096 - 100 < sizes[2] <= 4096
+    assert fake.produced[3].value == fake.produced[2].value
+    assert truncated_count(registry) == 1
+    assert unacked_retries(registry) == 1
+    await producer.close()
