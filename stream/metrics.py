@@ -98,6 +98,10 @@ class Metrics:
         self.dead_letters = counter(
             "dead_letters", "Messages written to the dead-letter topic", ["reason"]
         )
+        self.dead_letters_truncated = counter(
+            "dead_letters_truncated",
+            "Dead letters whose value was cut to fit the dead-letter topic (capi.value.truncated)",
+        )
         self.requests = counter(
             "requests", "Requests to the Conversions API by HTTP status", ["ad_account", "code"]
         )
@@ -284,6 +288,9 @@ class Metrics:
         """The dead-letter topic acknowledged the message."""
         self._dead_letters[reason].inc()
         self.event_settled(event_name, action_source, "dead_lettered")
+
+    def dead_letter_truncated(self) -> None:
+        self.dead_letters_truncated.labels().inc()
 
     def event_skipped(self, event_name: str = UNKNOWN, action_source: str = UNKNOWN) -> None:
         self.event_settled(event_name, action_source, "skipped")

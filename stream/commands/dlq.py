@@ -50,7 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--to-topic) with the original key; the error headers are replaced by capi.replayed and "
         "capi.replayed_from. Offsets of the replay group are committed on the dead-letter topic "
         "after the broker acknowledged, so running it again does not replay the same records. "
-        "Records a run passes over (not selected) are behind the group's position afterwards.",
+        "Records a run passes over (not selected) are behind the group's position afterwards. "
+        "Truncated dead letters (capi.value.truncated) are never replayed: the report lists "
+        "their source offsets, where the full messages are while the source topic retains them.",
     )
     _common(replay_parser)
     replay_parser.add_argument(

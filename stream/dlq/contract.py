@@ -33,6 +33,11 @@ ATTEMPTS: Final = "capi.attempts"
 FAILED_AT: Final = "capi.failed_at"
 REPLAYED: Final = "capi.replayed"
 REPLAYED_FROM: Final = "capi.replayed_from"
+VALUE_TRUNCATED: Final = "capi.value.truncated"
+VALUE_BYTES: Final = "capi.value.bytes"
+VALUE_SHA256: Final = "capi.value.sha256"
+TRUNCATED: Final = b"true"
+"""The value of `capi.value.truncated` on a dead letter whose value was cut to fit its topic."""
 
 ERROR_HEADERS: Final = frozenset(
     {
@@ -49,3 +54,8 @@ ERROR_HEADERS: Final = frozenset(
 """The headers that describe one failure. A message carrying copies of them from an earlier
 failure (it was replayed) gets them replaced when it fails again, and drops them when replayed;
 every other header, `capi.replayed` included, is carried over so the message keeps its history."""
+
+TRUNCATION_HEADERS: Final = frozenset({VALUE_TRUNCATED, VALUE_BYTES, VALUE_SHA256})
+"""Set only on a dead letter whose value was cut to fit the dead-letter topic: the original
+value's size in bytes (decimal) and SHA-256 (lowercase hex). They describe that one dead letter,
+so the producer never copies them over from the message that failed."""

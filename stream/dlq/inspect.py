@@ -21,9 +21,11 @@ class Summary:
     messages: Counter[tuple[str, str]] = field(default_factory=Counter)
     first_failed: datetime | None = None
     last_failed: datetime | None = None
+    truncated: int = 0
 
     def add(self, record: DeadLetterRecord) -> None:
         self.total += 1
+        self.truncated += record.truncated
         self.by_reason[record.reason] += 1
         self.by_source[record.source_topic or "(unknown)"] += 1
         self.messages[(record.reason, record.header(MESSAGE) or "")] += 1
@@ -67,6 +69,11 @@ def render_summary(summary: Summary, topic: str, top: int) -> str:
         return "\n".join(lines) + "\n"
     lines.append(f"first failed_at  {format_time(summary.first_failed)}")
     lines.append(f"last failed_at   {format_time(summary.last_failed)}")
+    if summary.truncated:
+        lines.append(
+            f"truncated        {summary.truncated:,} (values cut to fit the topic; replay refuses "
+            "them, their source offsets hold the full messages)"
+        )
     lines.extend(_table("reason", summary.by_reason.most_common()))
     lines.extend(_table("source topic", summary.by_source.most_common()))
     common = summary.messages.most_common(top)

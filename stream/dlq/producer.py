@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Final, Protocol
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, not in its stubs
+    AdminClient,
+    ConfigResource,
+)
 
 from stream.dlq.contract import (
     ATTEMPTS,
@@ -20,6 +27,11 @@ from stream.dlq.contract import (
     SOURCE_OFFSET,
     SOURCE_PARTITION,
     SOURCE_TOPIC,
+    TRUNCATED,
+    TRUNCATION_HEADERS,
+    VALUE_BYTES,
+    VALUE_SHA256,
+    VALUE_TRUNCATED,
 )
 from stream.logs import RateLimitedLogger
 from stream.metrics import Metrics
@@ -29,9 +41,29 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.01
 RETRY_DELAY_S = 1.0
+# Used when the topic's max.message.bytes cannot be read: below a broker's default (1,048,588),
+# so a dead letter sized for it fits a topic left at the defaults.
+DEFAULT_TOPIC_LIMIT: Final = 1_000_000
+LIMIT_READ_TIMEOUT_S: Final = 10.0
+# Record-batch framing around one record (72 bytes measured for a bare record) and varints.
+SIZE_MARGIN: Final = 512
+# Values are never cut shorter than this: a topic that takes less is misconfigured (it cannot
+# hold the headers of a dead letter), and its dead letters wait, retried, until it is fixed.
+MIN_LIMIT: Final = 4096
+# Two varint lengths per header, at most 5 bytes each.
+HEADER_OVERHEAD: Final = 10
+# librdkafka refuses at produce() a record whose uncompressed size is over its message.max.bytes,
+# while the broker checks the compressed batch against the topic's limit. zstd packs 8-12 times
+# more JSON than fits uncompressed (measured on clickstream and e-mail arrays), so a dead letter
+# up to 16 times the limit is tried as is and the broker decides; anything larger, or refused, is
+# cut to fit uncompressed.
+UNCOMPRESSED_FACTOR: Final = 16
+LIBRDKAFKA_MAX_MESSAGE_BYTES: Final = 1_000_000_000
+LIBRDKAFKA_BATCH_SIZE: Final = 1_000_000
 
 Headers = list[tuple[str, str | bytes | None]]
 DeliveryCallback = Callable[[KafkaError | None, Any], None]
+ReadLimit = Callable[[dict[str, str], str, float], int]
 
 
 class KafkaProducer(Protocol):
@@ -63,7 +95,9 @@ def dead_letter_headers(
     """The original message's headers, then the DESIGN §4 ones; `message` must already be free
     of PII."""
     headers: Headers = [
-        (name, value) for name, value in record.headers or () if name not in ERROR_HEADERS
+        (name, value)
+        for name, value in record.headers or ()
+        if name not in ERROR_HEADERS and name not in TRUNCATION_HEADERS
     ]
     headers += [
         (REASON, reason.encode()),
@@ -79,13 +113,81 @@ def dead_letter_headers(
     return headers
 
 
-class DeadLetterProducer:
-    """Idempotent, acks=all producer for the dead-letter topic.
+def topic_max_message_bytes(config: dict[str, str], topic: str, timeout_s: float) -> int:
+    """The topic's `max.message.bytes` (its own setting or the broker's default); blocks up to
+    about `timeout_s`, raises when the topic or its configuration cannot be read."""
+    settings: dict[str, str | int | float | bool] = {**config}
+    admin = AdminClient(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    (future,) = admin.describe_configs([resource], request_timeout=timeout_s).values()
+    entries = future.result(timeout=timeout_s)
+    return int(entries["max.message.bytes"].value)
 
-    `send` never gives up: a record the broker refuses is produced again after a pause (each
-    time counted in `retries_total{reason="dead_letter_unacked"}`), and its `on_acked` callback
-    runs only after an acknowledgement, so its offset is never committed past an unwritten dead
-    letter. `healthy` is False while acknowledgements fail.
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead letter as it is produced; `fitted_to` is the size its value was cut to fit,
+    None while it is the source message as it was."""
+
+    record: SourceRecord
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    on_acked: Callable[[], None]
+    fitted_to: int | None = None
+
+
+def serialized_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """Key, value and headers as librdkafka counts them against `message.max.bytes`, with the
+    headers' varints."""
+    size = len(key or b"") + len(value or b"")
+    for name, header in headers:
+        data = header.encode() if isinstance(header, str) else header or b""
+        size += len(name.encode()) + len(data) + HEADER_OVERHEAD
+    return size
+
+
+def fit(letter: DeadLetter, limit: int) -> DeadLetter:
+    """The dead letter with its value cut so that key, value and headers take at most `limit`
+    bytes uncompressed, marked with the truncation headers (the original value's size and
+    SHA-256). Should the key and headers alone be over the limit, the original message's own
+    headers and then its key are dropped too; the source coordinates are always kept."""
+    original = letter.record.value
+    whole = original or b""
+    headers: Headers = [h for h in letter.headers if h[0] not in TRUNCATION_HEADERS]
+    headers += [
+        (VALUE_TRUNCATED, TRUNCATED),
+        (VALUE_BYTES, str(len(whole)).encode()),
+        (VALUE_SHA256, hashlib.sha256(whole).hexdigest().encode()),
+    ]
+    key = letter.record.key
+    room = limit - serialized_size(key, None, headers)
+    if room < 0:
+        headers = [h for h in headers if h[0] in ERROR_HEADERS or h[0] in TRUNCATION_HEADERS]
+        key = None
+        room = max(0, limit - serialized_size(None, None, headers))
+    value = None if original is None else whole[:room]
+    return replace(letter, key=key, value=value, headers=headers, fitted_to=limit)
+
+
+def error_name(exc: Exception) -> str:
+    """A bounded name for a produce failure: librdkafka's error name, else the exception type."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return error.name() if isinstance(error, KafkaError) else type(exc).__name__
+
+
+class DeadLetterProducer:
+    """Idempotent, acks=all, zstd-compressed producer for the dead-letter topic.
+
+    `send` never gives up and never raises once started: a dead letter the broker or librdkafka
+    refuses is produced again after a pause (each time counted in
+    `retries_total{reason="dead_letter_unacked"}`), except one too large for the topic, which is
+    cut to fit at once (counted in `dead_letters_truncated_total`), though never below
+    `MIN_LIMIT` bytes: a topic that cannot take that is broken, not full. Its `on_acked`
+    callback runs once, only after an acknowledgement, so its offset is never committed past an
+    unwritten dead letter. `healthy` is False while acknowledgements fail.
+
+    `start` reads the topic's `max.message.bytes`; `limit` is what a dead letter is cut to.
     """
 
     def __init__(
@@ -96,27 +198,67 @@ class DeadLetterProducer:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         connect: Callable[[dict[str, str]], KafkaProducer] = Producer,
         retry_delay_s: float = RETRY_DELAY_S,
+        read_limit: ReadLimit = topic_max_message_bytes,
     ) -> None:
-        self._config = {
-            **config,
-            "enable.idempotence": "true",
-            "acks": "all",
-            "linger.ms": "20",
-        }
+        self._client_config = config
         self._topic = topic
         self._metrics = metrics
         self._clock = clock
         self._connect = connect
         self._retry_delay_s = retry_delay_s
+        self._read_limit = read_limit
         self._producer: KafkaProducer | None = None
         self._poller: asyncio.Task[None] | None = None
+        self.limit = DEFAULT_TOPIC_LIMIT - SIZE_MARGIN
         self.healthy = True
         self.unacked = 0
         self._storms = RateLimitedLogger(log)
 
     async def start(self) -> None:
-        self._producer = self._connect(self._config)
+        topic_limit = await self._topic_limit()
+        self.limit = max(MIN_LIMIT, topic_limit - SIZE_MARGIN)
+        if topic_limit - SIZE_MARGIN < MIN_LIMIT:
+            log.warning(
+                "dead-letter topic %s takes records of at most %d bytes: dead letters are cut "
+                "to no less than %d and retried until its max.message.bytes is raised",
+                self._topic,
+                topic_limit,
+                MIN_LIMIT,
+            )
+        uncompressed = min(
+            LIBRDKAFKA_MAX_MESSAGE_BYTES, max(topic_limit, self.limit) * UNCOMPRESSED_FACTOR
+        )
+        self._producer = self._connect(
+            {
+                **self._client_config,
+                "enable.idempotence": "true",
+                "acks": "all",
+                "linger.ms": "20",
+                "compression.type": "zstd",
+                "message.max.bytes": str(uncompressed),
+                # Batches are bounded uncompressed, so a batch of dead letters that fit one by
+                # one fits as a whole, compressed or not.
+                "batch.size": str(min(LIBRDKAFKA_BATCH_SIZE, self.limit)),
+            }
+        )
         self._poller = asyncio.create_task(self._poll())
+
+    async def _topic_limit(self) -> int:
+        try:
+            limit = await asyncio.to_thread(
+                self._read_limit, self._client_config, self._topic, LIMIT_READ_TIMEOUT_S
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means the safe default
+            log.warning(
+                "cannot read max.message.bytes of dead-letter topic %s (%s); dead letters over "
+                "%d bytes will be cut to fit",
+                self._topic,
+                error_name(exc),
+                DEFAULT_TOPIC_LIMIT,
+            )
+            return DEFAULT_TOPIC_LIMIT
+        log.info("dead-letter topic %s takes records up to %d bytes", self._topic, limit)
+        return limit
 
     def send(
         self,
@@ -127,9 +269,11 @@ class DeadLetterProducer:
         status: int | None = None,
         attempts: int = 0,
     ) -> None:
+        if self._producer is None:
+            raise RuntimeError("DeadLetterProducer.start() was not awaited")
         headers = dead_letter_headers(record, reason, message, status, attempts, self._clock())
         self.unacked += 1
-        self._produce(record, headers, on_acked)
+        self._produce(DeadLetter(record, record.key, record.value, headers, on_acked))
 
     async def close(self) -> None:
         if self._poller is not None:
@@ -140,51 +284,100 @@ class DeadLetterProducer:
             self._producer.flush(0)
             self._producer = None
 
-    def _produce(
-        self, record: SourceRecord, headers: Headers, on_acked: Callable[[], None]
-    ) -> None:
+    def _produce(self, letter: DeadLetter) -> None:
+        # Never raises: it runs in the consume and dispatch paths, where an exception would stop
+        # them, and in timers, where it would silently drop the dead letter from the retries.
         producer = self._producer
         if producer is None:
-            raise RuntimeError("DeadLetterProducer.start() was not awaited")
-
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            if error is None:
-                self.healthy = True
-                self.unacked -= 1
-                on_acked()
-                return
-            self.healthy = False
-            self._metrics.retry_scheduled("dead_letter_unacked")
-            self._storms.warning(
-                f"unacked:{error.name()}",
-                "dead letter for %s[%d]@%d not acknowledged (%s); producing it again",
-                record.topic,
-                record.partition,
-                record.offset,
-                error.name(),
-            )
-            asyncio.get_running_loop().call_later(
-                self._retry_delay_s, self._produce, record, headers, on_acked
-            )
-
+            # Closed while a retry was pending: the offset stays uncommitted and the message is
+            # consumed again after the restart.
+            return
         try:
             producer.produce(
                 self._topic,
-                value=record.value,
-                key=record.key,
-                headers=headers,
-                on_delivery=delivered,
+                value=letter.value,
+                key=letter.key,
+                headers=letter.headers,
+                on_delivery=partial(self._delivered, letter),
             )
         except BufferError:
             # The local queue is full: let the poller drain it, then try again. Not a retry of
-            # the dead letter (the broker has not refused it), so not counted as one.
-            asyncio.get_running_loop().call_later(
-                POLL_INTERVAL_S, self._produce, record, headers, on_acked
-            )
+            # the dead letter (nothing refused it), so not counted as one.
+            self._later(POLL_INTERVAL_S, letter)
+        except KafkaException as exc:
+            self._refused(letter, error_name(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the dead letter is retried
+            self._refused(letter, error_name(exc))
+
+    def _delivered(self, letter: DeadLetter, error: KafkaError | None, _message: Message) -> None:
+        if error is None:
+            self.healthy = True
+            self.unacked -= 1
+            letter.on_acked()
+            return
+        self._refused(letter, error.name())
+
+    def _refused(self, letter: DeadLetter, reason: str) -> None:
+        if reason == "MSG_SIZE_TOO_LARGE":
+            fitted = self._fitted(letter)
+            if fitted is not None:
+                self._produce(fitted)
+                return
+        self.healthy = False
+        self._metrics.retry_scheduled("dead_letter_unacked")
+        record = letter.record
+        self._storms.warning(
+            f"unacked:{reason}",
+            "dead letter for %s[%d]@%d not acknowledged (%s); producing it again",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        self._later(self._retry_delay_s, letter)
+
+    def _fitted(self, letter: DeadLetter) -> DeadLetter | None:
+        """The dead letter cut to the limit, or to half its last size when the topic refused it
+        cut (its limit was lowered since `start`); None when cutting cannot help: it already
+        fits the limit, or was cut to `MIN_LIMIT`."""
+        if letter.fitted_to is None:
+            limit = self.limit
+            if serialized_size(letter.key, letter.value, letter.headers) <= limit:
+                return None
+        else:
+            limit = max(MIN_LIMIT, letter.fitted_to // 2)
+            if limit == letter.fitted_to:
+                return None
+        fitted = fit(letter, limit)
+        if letter.fitted_to is None:
+            self._metrics.dead_letter_truncated()
+        record = letter.record
+        self._storms.warning(
+            "truncated",
+            "dead letter for %s[%d]@%d too large for %s: value of %d bytes cut to %d "
+            "(capi.value.truncated)",
+            record.topic,
+            record.partition,
+            record.offset,
+            self._topic,
+            len(record.value or b""),
+            len(fitted.value or b""),
+        )
+        return fitted
+
+    def _later(self, delay_s: float, letter: DeadLetter) -> None:
+        asyncio.get_running_loop().call_later(delay_s, self._produce, letter)
 
     async def _poll(self) -> None:
         # Delivery callbacks run inside poll(); polling on the event loop keeps them there too.
         producer = self._producer
         while producer is not None:
-            producer.poll(0)
+            try:
+                producer.poll(0)
+            except Exception as exc:  # noqa: BLE001 - the poller must outlive a failed callback
+                # confluent_kafka re-raises a callback's exception from poll(); were the poller
+                # to end, no dead letter would ever be acknowledged again.
+                self._storms.error(
+                    "poll", "dead-letter delivery callback failed: %s", error_name(exc)
+                )
             await asyncio.sleep(POLL_INTERVAL_S)

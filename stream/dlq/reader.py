@@ -11,7 +11,15 @@ from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from stream.dlq.contract import FAILED_AT, REASON, SOURCE_TOPIC
+from stream.dlq.contract import (
+    FAILED_AT,
+    REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+    TRUNCATED,
+    VALUE_TRUNCATED,
+)
 from stream.errors import CapiStreamError, ConfigurationError
 from stream.settings import KafkaSettings
 
@@ -69,6 +77,17 @@ class DeadLetterRecord:
     @property
     def source_topic(self) -> str | None:
         return self.header(SOURCE_TOPIC)
+
+    @property
+    def source(self) -> str:
+        """topic/partition/offset of the message that failed, as the headers give them."""
+        parts = (self.header(name) for name in (SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET))
+        return "/".join(part or "?" for part in parts)
+
+    @property
+    def truncated(self) -> bool:
+        """The value was cut to fit the dead-letter topic; only the source holds all of it."""
+        return self.header(VALUE_TRUNCATED) == TRUNCATED.decode()
 
     @property
     def failed_at(self) -> datetime | None:

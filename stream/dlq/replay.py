@@ -11,15 +11,23 @@ from typing import Any, Final, TextIO
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from stream.dlq.contract import ERROR_HEADERS, REPLAYED, REPLAYED_FROM, SOURCE_TOPIC
+from stream.dlq.contract import (
+    ERROR_HEADERS,
+    REPLAYED,
+    REPLAYED_FROM,
+    SOURCE_TOPIC,
+    TRUNCATION_HEADERS,
+)
 from stream.dlq.reader import DeadLetterReader, DeadLetterRecord, Selection
 from stream.errors import CapiStreamError
 from stream.settings import KafkaSettings
 
 # Undecodable bytes replayed to the source only come back as the same dead letter.
 REFUSED_WITHOUT_FORCE: Final = frozenset({"decode_error"})
+# A cut value replayed would be delivered or dead-lettered as if it were the message; never.
+REFUSED_TRUNCATED: Final = "truncated: value cut to fit the dead-letter topic, never replayed"
 # A replay drops the failure's headers and rewrites its own count and origin.
-DROPPED_ON_REPLAY: Final = ERROR_HEADERS | {REPLAYED, REPLAYED_FROM}
+DROPPED_ON_REPLAY: Final = ERROR_HEADERS | TRUNCATION_HEADERS | {REPLAYED, REPLAYED_FROM}
 
 
 def open_producer(kafka: KafkaSettings) -> Producer:
@@ -63,6 +71,8 @@ class ReplayReport:
     by_reason: Counter[str] = field(default_factory=Counter)
     passed_over: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
+    # Where the full messages of the first refused truncated dead letters are.
+    truncated: list[str] = field(default_factory=list)
     committed: dict[int, int] = field(default_factory=dict)
 
 
@@ -98,6 +108,8 @@ class Replayer:
             skip = self._skip_reason(record, target)
             if skip is not None:
                 report.passed_over[skip] += 1
+                if skip == REFUSED_TRUNCATED and len(report.truncated) < self._samples:
+                    report.truncated.append(f"{record.source} (dead letter {record.coordinates})")
             elif target is not None:
                 if not options.dry_run:
                     self._produce(record, target)
@@ -119,6 +131,8 @@ class Replayer:
         selection = self._options.selection
         if not selection.matches(record):
             return f"not selected ({record.reason})"
+        if record.truncated:
+            return REFUSED_TRUNCATED
         if record.reason in REFUSED_WITHOUT_FORCE and not self._options.force:
             return f"{record.reason}: refused without --force"
         if target is None:
@@ -221,6 +235,15 @@ def render_replay(report: ReplayReport, topic: str, group: str, dry_run: bool) -
     if report.passed_over:
         lines.append(f"passed over {sum(report.passed_over.values()):,}:")
         lines.extend(f"  {why}: {count:,}" for why, count in report.passed_over.most_common())
+    refused = report.passed_over[REFUSED_TRUNCATED]
+    if refused:
+        lines.append(
+            f"{refused:,} truncated dead letter(s) refused; each full message is at its source "
+            "topic/partition/offset while that topic retains it (replay it from there):"
+        )
+        lines.extend(f"  {pointer}" for pointer in report.truncated)
+        if refused > len(report.truncated):
+            lines.append(f"  and {refused - len(report.truncated):,} more")
     if dry_run:
         if report.samples:
             lines.append(f"first {len(report.samples)}:")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -121,4 +122,17 @@ def test_render_record_hides_key_and_value_unless_asked() -> None:
     bare = DeadLetterRecord("dlq", 0, 5, None, None, None, ())
     assert render_record(bare, show_values=False) == (
         "--- dlq/0/5  failed_at -\n  key: (none)\n  value: (none)\n"
+    )
+
+
+def test_summary_counts_truncated_dead_letters_and_says_where_the_full_ones_are() -> None:
+    summary = Summary()
+    cut = letter(4, "decode_error", "not JSON", "clicks", NOW)
+    summary.add(replace(cut, headers=(*cut.headers, ("capi.value.truncated", b"true"))))
+    for record in LETTERS:
+        summary.add(record)
+    assert summary.truncated == 1
+    assert (
+        "truncated        1 (values cut to fit the topic; replay refuses them, their source "
+        "offsets hold the full messages)\n" in render_summary(summary, "dlq", 2)
     )

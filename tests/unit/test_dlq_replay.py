@@ -141,3 +141,38 @@ def test_progress_writes_a_line_per_interval_when_not_a_terminal() -> None:
     assert stream.getvalue() == (
         "replay: 1/4 scanned (25%), 1 replayed\nreplay: 4/4 scanned (100%), 3 replayed\n"
     )
+
+
+def test_truncated_dead_letters_are_refused_even_with_force_and_point_at_their_source() -> None:
+    cut = (
+        ("capi.source.partition", b"3"),
+        ("capi.source.offset", b"1234"),
+        ("capi.value.truncated", b"true"),
+        ("capi.value.bytes", b"1200000"),
+    )
+    records: Any = ListReader(
+        [
+            letter(0, "decode_error", "clicks", *cut),
+            letter(1, "rejected_by_pinterest", "clicks"),
+            letter(2, "rejected_by_pinterest", "clicks", *cut),
+            letter(3, "too_old", "crm", *cut),
+        ]
+    )
+    options = ReplayOptions(Selection(), force=True, dry_run=True)
+    consumer: Any = None
+    report = Replayer(consumer, None, options, samples=2).run(records, "dlq")
+    assert report.replayed == 1
+    assert report.passed_over == {
+        "truncated: value cut to fit the dead-letter topic, never replayed": 3
+    }
+    assert report.truncated == [
+        "clicks/3/1234 (dead letter dlq/0/0)",
+        "clicks/3/1234 (dead letter dlq/0/2)",
+    ]
+    assert (
+        "3 truncated dead letter(s) refused; each full message is at its source "
+        "topic/partition/offset while that topic retains it (replay it from there):\n"
+        "  clicks/3/1234 (dead letter dlq/0/0)\n"
+        "  clicks/3/1234 (dead letter dlq/0/2)\n"
+        "  and 1 more\n"
+    ) in render_replay(report, "dlq", "g", dry_run=True)
