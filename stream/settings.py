@@ -484,19 +484,22 @@ def load_settings(
 
 def variable_names() -> tuple[frozenset[str], tuple[str, ...]]:
     """The environment variables the settings model reads: exact names, and the prefixes of
-    mapping-valued keys (`CAPI_STREAM_KAFKA__PROPERTIES__…`) that take any name below."""
+    mapping-valued keys (`CAPI_STREAM_KAFKA__PROPERTIES__…`) that take any name below.
+    Nested sections (`CAPI_STREAM_PINTEREST__QUALITY__ENABLED`) are followed all the way down."""
     names: set[str] = set()
     prefixes: list[str] = []
-    for section, info in Settings.model_fields.items():
-        names.add(f"{ENV_PREFIX}{section.upper()}")
-        model = info.annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            continue
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
         for key, field in model.model_fields.items():
-            name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            name = f"{prefix}{key.upper()}"
             names.add(name)
-            if typing.get_origin(field.annotation) is dict:
+            annotation = field.annotation
+            if typing.get_origin(annotation) is dict:
                 prefixes.append(name + "__")
+            elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, name + "__")
+
+    walk(Settings, ENV_PREFIX)
     return frozenset(names), tuple(prefixes)
 
 

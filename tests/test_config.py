@@ -225,6 +225,7 @@ def test_require_runnable_lists_every_missing_piece(tmp_path: Path) -> None:
         ("CAPI_STREAM_KAFKA_BOOTSTRAP_SERVERS", "CAPI_STREAM_KAFKA__BOOTSTRAP_SERVERS"),
         ("CAPI_STREAM_PINTEREST__ACCESS_TOKN", "CAPI_STREAM_PINTEREST__ACCESS_TOKEN"),
         ("capi_stream_kafka__groupid", "CAPI_STREAM_KAFKA__GROUP_ID"),
+        ("CAPI_STREAM_PINTEREST__QUALITY_ENABLED", "CAPI_STREAM_PINTEREST__QUALITY__ENABLED"),
     ],
 )
 def test_unknown_variable_is_an_error_naming_the_closest(
@@ -244,6 +245,7 @@ def test_variables_the_settings_read_are_not_unknown() -> None:
         "CAPI_STREAM_KAFKA__BOOTSTRAP_SERVERS": "k:9092",
         "capi_stream_metrics__port": "9100",
         "CAPI_STREAM_KAFKA__PROPERTIES__CLIENT_RACK": "a",
+        "CAPI_STREAM_PINTEREST__QUALITY__POLL_INTERVAL_S": "60",  # a nested section
         "CAPI_STREAM_SOURCES": '[{"topic": "web"}]',
         "CAPI_STREAM_CACHE": "/tmp/cache",  # the development scripts' own variable
         "KAFKA_BOOTSTRAP_SERVERS": "elsewhere",
@@ -251,6 +253,7 @@ def test_variables_the_settings_read_are_not_unknown() -> None:
     settings = load_settings(environ=environ)
     assert settings.kafka.bootstrap_servers == "k:9092"
     assert settings.metrics.port == 9100
+    assert settings.pinterest.quality.poll_interval_s == 60
     with pytest.raises(ConfigurationError) as raised:
         load_settings(environ={**environ, "CAPI_STREAM_NONSENSE": "1"})
     assert raised.value.key == "CAPI_STREAM_NONSENSE"
