@@ -115,7 +115,9 @@ LEAVES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-5, 2**40),
-    st.floats(allow_nan=False),
+    # An integral float (2.0) is an integer to JSON Schema but not to the encoded check, which
+    # refuses it on purpose; test_validate_encoded covers that case on its own.
+    st.floats(allow_nan=False).filter(lambda number: not number.is_integer()),
     st.text(max_size=5),
 )
 VALUES = st.recursive(

@@ -48,3 +48,15 @@ def test_agrees_with_the_official_schema_on_random_edits(event: dict[str, Any]) 
     verdict = encoded_checker()(body, event)
     assert (verdict is None) == official_accepts(event)
     assert verdict == event_problem(event)
+
+
+def test_an_integral_float_in_an_integer_field_is_refused_where_json_schema_would_allow_it() -> (
+    None
+):
+    # Pinterest's integer fields get integers: a float 2.0 would reach its servers as `2.0`.
+    event = rich_event()
+    event["custom_data"]["num_items"] = 2.0
+    assert official_accepts(event)
+    verdict = encoded_checker()(orjson.dumps(event), event)
+    assert verdict is not None
+    assert verdict[0] == "custom_data.num_items"
