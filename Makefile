@@ -23,7 +23,7 @@ kafka-down:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict stream
+	$(VENV)/bin/mypy --strict stream traffic
 
 test: install
 	scripts/test.sh

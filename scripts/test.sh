@@ -24,6 +24,6 @@ step() {
 }
 step "$bin/ruff" check .
 step "$bin/ruff" format --check .
-step "$bin/mypy" --strict stream
+step "$bin/mypy" --strict stream traffic
 step "$bin/pytest" "$@"
 exit $status

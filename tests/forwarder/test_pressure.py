@@ -6,7 +6,6 @@ import threading
 import time
 from pathlib import Path
 
-from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
 from tests.forwarder.scenario import (
     all_committed,
@@ -19,6 +18,7 @@ from tests.forwarder.scenario import (
 )
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
+from traffic.generator import ClickstreamGenerator
 
 
 def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
