@@ -39,10 +39,13 @@ def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
         assert DEFAULT_AD_ACCOUNT in forwarder.readyz()[1]
         assert sandbox.token not in forwarder.log()
         assert forwarder.metric("capi_stream_setup_error", ad_account=DEFAULT_AD_ACCOUNT) == 1
-        # Only the probe is sent while paused, not every batch in a retry storm.
+        # Only the probe is sent while paused (one a second), not every batch in a retry storm.
         unauthorized = sandbox.stats()["requests"]["by_status"].get("401", 0)
+        started = time.monotonic()
         time.sleep(3)  # let probes happen: this measures a rate, it synchronises nothing
-        assert sandbox.stats()["requests"]["by_status"]["401"] - unauthorized <= 6
+        probes = sandbox.stats()["requests"]["by_status"]["401"] - unauthorized
+        # Per second actually slept, which a busy machine stretches.
+        assert probes <= (time.monotonic() - started) + 3
         assert not run.committed()
         wait_until(lambda: "pausing the 2 partitions" in forwarder.log(), 30, "its partitions")
         sandbox.set_faults(token_revoked=False)
