@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint kafka-up kafka-down bench soak clean
+.PHONY: install run test test-fast lint kafka-up kafka-down bench soak clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,13 @@ lint: install
 
 test: install
 	scripts/test.sh
+
+# The inner loop: lint, type-check and every test that needs no Kafka broker, in under a minute.
+# Starts no broker; a selected test that asks for one fails (see tests/conftest.py).
+test-fast: lint
+	scripts/install_helm.sh >/dev/null
+	scripts/install_prometheus.sh
+	$(VENV)/bin/pytest --without-kafka
 
 run: install
 	$(PY) scripts/run_local.py

@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
 from tests.forwarder.scenario import (
     all_committed,
@@ -71,6 +73,7 @@ OUTAGE_BUFFER_EVENTS = 20_000
 RSS_BOUND_BYTES = 384 * 1024 * 1024
 
 
+@pytest.mark.timeout(300)  # a 90 s outage, then up to 120 s to deliver 100,000 events
 def test_outage_pauses_consumption_with_bounded_memory_and_delivers_after_recovery(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:

@@ -7,6 +7,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
+
 from tests.forwarder.harness import running_forwarder, wait_until
 from tests.forwarder.scenario import (
     Scenario,
@@ -29,6 +31,7 @@ def received(sandbox: SandboxProcess) -> int:
     return count
 
 
+@pytest.mark.timeout(420)  # four runs, each waiting up to 90-120 s
 def test_kill_9_three_times_loses_nothing_and_duplicates_keep_their_event_id(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
@@ -114,6 +117,7 @@ def test_sigterm_exits_0_within_grace_and_restart_resends_nothing_acked(
     assert set(delivered_keys(sandbox)) == expected
 
 
+@pytest.mark.timeout(300)  # four waits of up to 270 s together
 def test_members_joining_and_leaving_mid_run_lose_nothing(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:

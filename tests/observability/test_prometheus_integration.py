@@ -34,6 +34,10 @@ from tests.observability.prometheus import PrometheusProcess, running_prometheus
 from tests.sandbox_helpers import running_sandbox
 from traffic.generator import ClickstreamGenerator
 
+# The module's first test runs the whole four-phase forwarder run in its fixture (waits of up to
+# 510 s together); the others only query its Prometheus.
+pytestmark = pytest.mark.timeout(600)
+
 DASHBOARD = REPO / "helm" / "capi-stream" / "dashboards" / "capi-stream.json"
 RULES = REPO / "helm" / "capi-stream" / "rules" / "capi-stream-alerts.yaml"
 # What Grafana would substitute: every job, and a rate window of four 1 s scrapes plus margin.
