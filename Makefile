@@ -9,7 +9,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= capi-stream
 DIST ?= dist
 
-.PHONY: install run test lint kafka-up kafka-down bench soak clean image chart rules
+.PHONY: install run test test-fast lint kafka-up kafka-down bench soak clean image chart rules
 
 install: $(VENV)/.installed
 
@@ -28,10 +28,17 @@ kafka-down:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict stream
+	$(VENV)/bin/mypy --strict stream traffic
 
 test: install
 	scripts/test.sh
+
+# The inner loop: lint, type-check and every test that needs no Kafka broker, in under a minute.
+# Starts no broker; a selected test that asks for one fails (see tests/conftest.py).
+test-fast: lint
+	scripts/install_helm.sh >/dev/null
+	scripts/install_prometheus.sh
+	$(VENV)/bin/pytest --without-kafka
 
 run: install
 	$(PY) scripts/run_local.py

@@ -19,10 +19,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from stream.generator import ClickstreamGenerator  # noqa: E402
 from tests.forwarder.harness import forwarder_config, running_forwarder  # noqa: E402
 from tests.kafka_helpers import ENV_FILE, Broker, read_bootstrap  # noqa: E402
 from tests.sandbox_helpers import running_sandbox  # noqa: E402
+from traffic.generator import ClickstreamGenerator  # noqa: E402
 
 
 def main() -> None:

@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 
 import orjson
 
-from stream.generator import ClickstreamGenerator
 from stream.models import PinterestEvent
 from stream.settings import Settings
 from stream.transform import Transformer
+from traffic.generator import ClickstreamGenerator
 
 
 def _distinct(messages: Sequence[bytes]) -> list[bytes]:

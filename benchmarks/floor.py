@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from benchmarks.lab import POISON_RATIO
 from stream.app import GC_THRESHOLDS
 from stream.batcher import Batcher, BatchKey
-from stream.generator import ClickstreamGenerator, Mix
 from stream.models import PinterestEvent
 from stream.settings import Settings
 from stream.transform import Transformer
+from traffic.generator import ClickstreamGenerator, Mix
 
 
 def _one_pass(transformer: Transformer, settings: Settings, messages: Sequence[bytes]) -> float:

@@ -24,10 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from stream.generator import ClickstreamGenerator, Mix  # noqa: E402
 from tests.forwarder.harness import Forwarder, forwarder_config, start_forwarder  # noqa: E402
 from tests.kafka_helpers import ENV_FILE, Broker, read_bootstrap  # noqa: E402
 from tests.sandbox_helpers import SandboxProcess, running_sandbox  # noqa: E402
+from traffic.generator import ClickstreamGenerator, Mix  # noqa: E402
 
 LOCAL_KAFKA = REPO_ROOT / "scripts" / "local_kafka.py"
 KAFKA_VERSION = "4.1.1"

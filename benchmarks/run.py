@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import floor, report, scenarios  # noqa: E402
 from benchmarks.lab import broker, drop_topics, load, machine, median, produce_mix  # noqa: E402
-from stream.generator import Mix  # noqa: E402
+from traffic.generator import Mix  # noqa: E402
 
 MIXES: tuple[Mix, ...] = ("order_completed", "realistic", "page")
 SCENARIOS = ("floor", "end_to_end", "latency", "steady", "scale_out")

@@ -27,8 +27,8 @@ from benchmarks.lab import (
     peak_rss_mib,
     tempdir,
 )
-from stream.generator import ClickstreamGenerator
 from tests.kafka_helpers import Broker
+from traffic.generator import ClickstreamGenerator
 
 LATENCY = "capi_stream_delivery_latency_seconds"
 DRAIN_TIMEOUT_S = 1800.0

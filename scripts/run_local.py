@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from confluent_kafka import KafkaException, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from stream.generator import ClickstreamGenerator  # noqa: E402
+from traffic.generator import ClickstreamGenerator  # noqa: E402
 
 RUN_DIR = REPO_ROOT / ".local" / "run"
 ENV_FILE = REPO_ROOT / ".local" / "kafka.env"

@@ -24,6 +24,10 @@ step() {
 }
 step "$bin/ruff" check .
 step "$bin/ruff" format --check .
-step "$bin/mypy" --strict stream
+step "$bin/mypy" --strict stream traffic
+# Tools of the chart and alert-rule tests, built or installed once here rather than inside the
+# first test that needs them (and its timeout).
+step scripts/install_helm.sh
+step scripts/install_prometheus.sh
 step "$bin/pytest" "$@"
 exit $status

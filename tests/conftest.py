@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Kafka broker for the session and fresh topics per test."""
+"""Shared fixtures: a real Kafka broker for the session and fresh topics per test.
+
+`pytest --without-kafka` (what `make test-fast` runs) deselects every test marked `kafka`: each
+test whose fixtures include a broker is marked automatically, a test that starts its own broker
+carries the mark. A selected test that still asks for a broker fails instead of starting one.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,54 @@ from pathlib import Path
 
 import pytest
 
-from tests.kafka_helpers import ENV_FILE, Broker, broker_answers, local_kafka, read_bootstrap
+from tests.kafka_helpers import (
+    ENV_FILE,
+    WITHOUT_KAFKA_ENV,
+    Broker,
+    broker_answers,
+    local_kafka,
+    read_bootstrap,
+    require_kafka,
+)
 
 pytest_plugins = ["tests.sandbox_helpers"]
+
+# Fixtures that are, or start, a Kafka broker.
+BROKER_FIXTURES = frozenset({"kafka", "sasl_kafka"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--without-kafka",
+        action="store_true",
+        help="run only the tests that need no Kafka broker; one that asks for a broker fails",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--without-kafka"):
+        # An environment variable, so that tests/kafka_helpers.local_kafka sees it too.
+        os.environ[WITHOUT_KAFKA_ENV] = "1"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.kafka)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--without-kafka"):
+        return
+    needs_kafka = [item for item in items if item.get_closest_marker("kafka")]
+    if needs_kafka:
+        config.hook.pytest_deselected(items=needs_kafka)
+        items[:] = [item for item in items if not item.get_closest_marker("kafka")]
 
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """The broker of `make kafka-up` if one answers, else one started for this session."""
+    require_kafka("the `kafka` fixture")
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or read_bootstrap(ENV_FILE)
     if bootstrap and broker_answers(bootstrap):
         yield Broker(bootstrap)

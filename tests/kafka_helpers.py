@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -10,12 +11,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_KAFKA = REPO_ROOT / "scripts" / "local_kafka.py"
 ENV_FILE = REPO_ROOT / ".local" / "kafka.env"
+# Set by `pytest --without-kafka` (`make test-fast`): no test may use or start a broker.
+WITHOUT_KAFKA_ENV = "CAPI_TESTS_WITHOUT_KAFKA"
 COORDINATOR_NOT_READY = frozenset(
     {
         KafkaError.NOT_COORDINATOR,
@@ -43,7 +47,18 @@ def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     return bool(metadata.brokers)
 
 
+def require_kafka(what: str) -> None:
+    """Fails the test when this run is without Kafka: it should have been marked `kafka`."""
+    if os.environ.get(WITHOUT_KAFKA_ENV):
+        pytest.fail(
+            f"{what} needs a Kafka broker, but this run is --without-kafka (make test-fast): "
+            "mark the test `kafka`",
+            pytrace=False,
+        )
+
+
 def local_kafka(command: str, state_dir: Path, env_file: Path, *options: str) -> None:
+    require_kafka(f"local_kafka {command}")
     subprocess.run(
         [
             sys.executable,

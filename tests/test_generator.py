@@ -6,7 +6,7 @@ from collections import Counter
 
 import orjson
 
-from stream.generator import ClickstreamGenerator
+from traffic.generator import ClickstreamGenerator
 
 
 def fixed_now() -> float:

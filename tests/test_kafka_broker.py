@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from confluent_kafka import TopicPartition
 
 from tests.kafka_helpers import Broker, local_kafka, read_bootstrap
@@ -51,6 +52,7 @@ def test_group_resumes_at_committed_offsets(kafka: Broker, new_topic: Callable[.
     assert kafka.committed_offsets(group, topic) == kafka.end_offsets(topic)
 
 
+@pytest.mark.kafka
 def test_broker_restart_keeps_data(tmp_path: Path) -> None:
     env_file = tmp_path / "kafka.env"
     state_dir = tmp_path / "broker"

@@ -14,10 +14,10 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from stream.generator import ClickstreamGenerator, GeneratedMessage
 from tests.forwarder.harness import forwarder_config
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import SandboxProcess
+from traffic.generator import ClickstreamGenerator, GeneratedMessage
 
 EventKey = tuple[str | None, str | None]
 

@@ -11,7 +11,6 @@ import yaml
 from confluent_kafka.admin import NewTopic
 
 from stream.cli import main
-from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import running_forwarder, wait_until
 from tests.forwarder.scenario import (
     Scenario,
@@ -22,6 +21,7 @@ from tests.forwarder.scenario import (
 )
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import SandboxProcess
+from traffic.generator import ClickstreamGenerator
 
 # The size the probe used: librdkafka's default limit (1,000,000) refused it with the
 # dead-letter headers added; a default topic (1,048,588) takes it.

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import orjson
 
-from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
 from tests.forwarder.scenario import (
     all_committed,
@@ -21,6 +20,7 @@ from tests.forwarder.scenario import (
 )
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
+from traffic.generator import ClickstreamGenerator
 
 
 def test_20000_events_over_3_partitions_are_delivered_exactly_once(

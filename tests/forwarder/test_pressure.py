@@ -6,7 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from stream.generator import ClickstreamGenerator
+import pytest
+
 from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
 from tests.forwarder.scenario import (
     all_committed,
@@ -19,6 +20,7 @@ from tests.forwarder.scenario import (
 )
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
+from traffic.generator import ClickstreamGenerator
 
 
 def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
@@ -41,10 +43,13 @@ def test_revoked_token_pauses_the_account_without_dead_letters_then_resumes(
         assert DEFAULT_AD_ACCOUNT in forwarder.readyz()[1]
         assert sandbox.token not in forwarder.log()
         assert forwarder.metric("capi_stream_setup_error", ad_account=DEFAULT_AD_ACCOUNT) == 1
-        # Only the probe is sent while paused, not every batch in a retry storm.
+        # Only the probe is sent while paused (one a second), not every batch in a retry storm.
         unauthorized = sandbox.stats()["requests"]["by_status"].get("401", 0)
+        started = time.monotonic()
         time.sleep(3)  # let probes happen: this measures a rate, it synchronises nothing
-        assert sandbox.stats()["requests"]["by_status"]["401"] - unauthorized <= 6
+        probes = sandbox.stats()["requests"]["by_status"]["401"] - unauthorized
+        # Per second actually slept, which a busy machine stretches.
+        assert probes <= (time.monotonic() - started) + 3
         assert not run.committed()
         wait_until(lambda: "pausing the 2 partitions" in forwarder.log(), 30, "its partitions")
         sandbox.set_faults(token_revoked=False)
@@ -70,6 +75,7 @@ OUTAGE_BUFFER_EVENTS = 20_000
 RSS_BOUND_BYTES = 384 * 1024 * 1024
 
 
+@pytest.mark.timeout(300)  # a 90 s outage, then up to 120 s to deliver 100,000 events
 def test_outage_pauses_consumption_with_bounded_memory_and_delivers_after_recovery(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:

@@ -7,10 +7,20 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
+
 from tests.forwarder.harness import running_forwarder, wait_until
-from tests.forwarder.scenario import delivered_keys, headers_of, scenario
+from tests.forwarder.scenario import (
+    Scenario,
+    delivered_keys,
+    headers_of,
+    new_group,
+    produce,
+    scenario,
+)
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import SandboxProcess
+from traffic.generator import ClickstreamGenerator
 
 # A killed member is only replaced once its session expires; keep that short for the test.
 FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
@@ -21,6 +31,7 @@ def received(sandbox: SandboxProcess) -> int:
     return count
 
 
+@pytest.mark.timeout(420)  # four runs, each waiting up to 90-120 s
 def test_kill_9_three_times_loses_nothing_and_duplicates_keep_their_event_id(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
@@ -73,7 +84,12 @@ def test_kill_9_three_times_loses_nothing_and_duplicates_keep_their_event_id(
 def test_sigterm_exits_0_within_grace_and_restart_resends_nothing_acked(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    run = scenario(kafka, new_topic, seed=42, count=20_000, partitions=3)
+    # Only the first half is on the topic while the first forwarder runs, so it is stopped
+    # mid-run however fast it delivers; the second half arrives before the restart.
+    messages = list(ClickstreamGenerator(seed=42).messages(20_000))
+    first_half, second_half = messages[:10_000], messages[10_000:]
+    run = Scenario(kafka, new_topic(partitions=3), new_topic(), new_group(), messages)
+    produce(kafka, run.topic, first_half)
     expected = run.expected
     sandbox.set_faults(latency_ms=50)
     grace = 10.0
@@ -91,6 +107,7 @@ def test_sigterm_exits_0_within_grace_and_restart_resends_nothing_acked(
     before = sandbox.stats()["events"]
     assert before["received"] < len(expected), "stopped mid-run"
     assert "stopped" in forwarder.log()
+    produce(kafka, run.topic, second_half)
     sandbox.set_faults(latency_ms=0)
     with running_forwarder(config, tmp_path, "second"):
         wait_until(run.committed, 60, "all offsets committed")
@@ -100,6 +117,7 @@ def test_sigterm_exits_0_within_grace_and_restart_resends_nothing_acked(
     assert set(delivered_keys(sandbox)) == expected
 
 
+@pytest.mark.timeout(300)  # four waits of up to 270 s together
 def test_members_joining_and_leaving_mid_run_lose_nothing(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:

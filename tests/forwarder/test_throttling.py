@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import Forwarder, running_forwarder, wait_until
 from tests.forwarder.scenario import (
     assert_delivered_exactly_once,
@@ -18,6 +17,7 @@ from tests.forwarder.scenario import (
 )
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
+from traffic.generator import ClickstreamGenerator
 
 
 @contextmanager
@@ -46,6 +46,22 @@ def limit_of(metrics: dict[str, float]) -> float:
     return metrics.get(f'capi_stream_concurrency_limit{{ad_account="{DEFAULT_AD_ACCOUNT}"}}', 0.0)
 
 
+def most_in_flight(answered_at: list[float], latency_s: float) -> int:
+    """A lower bound on the requests in the sandbox at once, from the times they were answered.
+
+    Each request waited `latency_s` inside the sandbox before its answer, so requests answered
+    less than `latency_s` apart were all there at the same moment; half of it leaves a margin
+    for timers that fire a little early.
+    """
+    times = sorted(set(answered_at))
+    most, first = 0, 0
+    for last, time in enumerate(times):
+        while time - times[first] >= latency_s / 2:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 def test_a_slow_api_is_answered_by_raising_concurrency(
     kafka: Broker, new_topic, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
@@ -67,14 +83,16 @@ def test_a_slow_api_is_answered_by_raising_concurrency(
     arrivals = [r["received_at"] for r in sandbox.events()]
     took = max(arrivals) - min(arrivals) + latency_s
     at_initial = requests * latency_s / initial
+    in_flight = most_in_flight(arrivals, latency_s)
     print(
         f"latency {latency_s * 1000:.0f} ms: {requests} requests in {took:.1f}s, concurrency "
-        f"limit {initial} → max {max(limits):.0f}; at {initial} it would take {at_initial:.1f}s"
+        f"limit {initial} → max {max(limits):.0f}, {in_flight} seen in flight at once; "
+        f"at {initial} it would take {at_initial:.1f}s"
     )
     assert max(limits) > initial
     assert max(limits) <= maximum
-    # The run is only this fast if many requests were in flight at once.
-    assert took < at_initial / 2, (took, at_initial)
+    # Many requests were in flight at once (how fast the run went depends on the machine).
+    assert in_flight > initial
 
 
 def test_a_429_storm_loses_nothing_and_holds_the_account_for_the_reset(

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from stream.generator import ClickstreamGenerator
+from traffic.generator import ClickstreamGenerator
 
 # Kafka's default limit is 1 MB per message; stay under it with room for the key.
 HUGE = 600_000

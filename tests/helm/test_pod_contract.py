@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import running_forwarder, wait_until
 from tests.helm.conftest import Rendered
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
+from traffic.generator import ClickstreamGenerator
 
 
 @pytest.mark.kafka

@@ -35,12 +35,16 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import Forwarder, forwarder_config, running_forwarder, wait_until
 from tests.kafka_helpers import Broker
 from tests.observability.conftest import REPO
 from tests.observability.prometheus import PrometheusProcess, running_prometheus
 from tests.sandbox_helpers import running_sandbox
+from traffic.generator import ClickstreamGenerator
+
+# The module's first test runs the whole four-phase forwarder run in its fixture (waits of up to
+# 510 s together); the others only query its Prometheus.
+pytestmark = pytest.mark.timeout(600)
 
 DASHBOARD = REPO / "helm" / "capi-stream" / "dashboards" / "capi-stream.json"
 RULES = REPO / "helm" / "capi-stream" / "rules" / "capi-stream-alerts.yaml"

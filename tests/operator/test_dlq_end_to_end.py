@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from stream.cli import main
-from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import SandboxProcess
+from traffic.generator import ClickstreamGenerator
 
 
 def settled(kafka: Broker, group: str, topic: str) -> bool:

@@ -10,11 +10,11 @@ from typing import Any
 
 import yaml
 
-from stream.generator import ClickstreamGenerator
 from tests.forwarder.harness import REPO_ROOT, forwarder_config, running_forwarder, wait_until
 from tests.forwarder.scenario import delivered_keys, new_group, produce, valid_keys
 from tests.sandbox_helpers import SandboxProcess
 from tests.test_kafka_security import SaslBroker, sasl_kafka  # noqa: F401 - the module fixture
+from traffic.generator import ClickstreamGenerator
 
 
 def sasl_config(

@@ -12,6 +12,10 @@ from tests.soak.oracle import PiiScanner
 from tests.soak.runner import SoakOptions, SoakResult, run_soak
 from tests.soak.workload import name_needles, workload
 
+# The module's first test runs the whole soak in its fixture: a 70 s window, up to 90 s of
+# drain and the checks after it.
+pytestmark = pytest.mark.timeout(600)
+
 SEED = 11
 WINDOW_S = 70.0
 EVENTS = 25_000

@@ -14,10 +14,9 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from stream.generator import FIRST_NAMES, LAST_NAMES, ClickstreamGenerator, GeneratedMessage
-
 # Only the field names are shared: the oracle's digests are computed below, not by stream.hashing.
 from stream.spec import HASHED_FIELDS
+from traffic.generator import FIRST_NAMES, LAST_NAMES, ClickstreamGenerator, GeneratedMessage
 
 # The sandbox fails events whose id matches REJECT_PATTERN (per event, 1/256 of ids) and answers
 # 400 to a whole request holding an id matching INVALID_REQUEST_PATTERN (1/4096: each one costs

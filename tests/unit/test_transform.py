@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.formats.segment import DEFAULT_EVENT_NAMES
-from stream.generator import ClickstreamGenerator
 from stream.hashing import digest
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped
 from stream.settings import Settings, SourceSettings
 from stream.transform import Transformer
 from tests.unit.spec_cases import OFFICIAL
+from traffic.generator import ClickstreamGenerator
 
 NOW = 1_800_000_000.0
 HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 
 from stream.errors import InvalidMessage
 from stream.formats.segment import SegmentMapper
-from stream.generator import ClickstreamGenerator
 from stream.hashing import Hasher
 from stream.models import Skipped
 from stream.settings import SourceSettings
 from stream.validate import constructed_checker, encoded_checker, event_problem
 from tests.fuzz.strategies import hostile_message, paths_in
 from tests.unit.spec_cases import official_accepts
+from traffic.generator import ClickstreamGenerator
 
 NOW = 1_800_000_000.0
 MAPPER = SegmentMapper(SourceSettings(topic="t"), Hasher())
