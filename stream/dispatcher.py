@@ -16,7 +16,7 @@ from stream.logs import RateLimitedLogger
 from stream.metrics import Metrics
 from stream.models import PinterestEvent
 from stream.pacing import ConcurrencyLimiter, RequestBudget
-from stream.pinterest.classify import ApiResponse, Classification, classify
+from stream.pinterest.classify import ApiResponse, Classification, EventOutcome, classify
 from stream.policy import Bisect, Decision, GiveUp, Pause, Reject, Retry, Settle, decide, hold
 from stream.retry import Backoff, RetryState
 
@@ -409,6 +409,18 @@ class Dispatcher(Generic[T]):
         )
         return classify(response, len(batch.events), self._clock()), elapsed
 
+    def _warned(self, account: str, outcome: EventOutcome) -> None:
+        self._metrics.pinterest_warned(account, outcome.warnings)
+        for warning in outcome.warnings:
+            # Pinterest's text names fields and event names, never user data: a sample is kept.
+            self._storms.info(
+                f"warning:{account}:{warning}",
+                "Pinterest processed an event of ad account %s with a warning (%s): %s",
+                account,
+                warning,
+                outcome.message,
+            )
+
     def _settle(
         self, batch: Batch[T], answer: Classification, reason: DeadLetterReason, attempts: int
     ) -> None:
@@ -417,6 +429,8 @@ class Dispatcher(Generic[T]):
         for event, tokens, outcome in zip(batch.events, batch.tokens, answer.outcomes, strict=True):
             if outcome.processed:
                 outcomes.delivered(account, event, tokens)
+                if outcome.warnings:
+                    self._warned(account, outcome)
             else:
                 failure = Failure(reason, outcome.message, answer.status, attempts)
                 outcomes.failed(event, tokens, failure)

@@ -124,6 +124,9 @@ class RateLimitedLogger:
             args = (*args, held_back)
         self._logger.log(level, msg, *args)
 
+    def info(self, key: str, msg: str, *args: object) -> None:
+        self.log(logging.INFO, key, msg, *args)
+
     def warning(self, key: str, msg: str, *args: object) -> None:
         self.log(logging.WARNING, key, msg, *args)
 

@@ -169,6 +169,11 @@ class Metrics:
             ["ad_account"],
         )
         self.ready = gauge("ready", "1 when /readyz answers ready, else 0")
+        self.pinterest_warnings = counter(
+            "pinterest_warnings",
+            "Pinterest's per-event warning_message on processed events, by short name",
+            ["ad_account", "warning"],
+        )
         self.resilience_events = ResilienceCounters(registry)
         self.quality = QualityMetrics(registry)
 
@@ -330,6 +335,11 @@ class Metrics:
         """Creates an account's series at startup so dashboards show it before any traffic."""
         self.concurrency_limit.labels(ad_account).set(concurrency_limit)
         self.setup_error_changed(ad_account, None)
+
+    def pinterest_warned(self, ad_account: str, warnings: tuple[str, ...]) -> None:
+        """Pinterest processed an event with these notes (bounded names, see classify)."""
+        for warning in warnings:
+            self.pinterest_warnings.labels(ad_account, warning).inc()
 
     def concurrency_limit_changed(self, ad_account: str, limit: float) -> None:
         self.concurrency_limit.labels(ad_account).set(limit)

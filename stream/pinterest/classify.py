@@ -13,11 +13,23 @@ import orjson
 
 from stream.dlq.contract import DeadLetterReason
 from stream.retry import RetryReason
+from stream.spec import HASHED_FIELDS
 
 ErrorKind = Literal["timeout", "connection"]
 
 MAX_API_MESSAGE_CHARS = 300
 """Pinterest's messages are kept to this length in dead letters and logs."""
+OTHER_WARNING = "other"
+# Fields whose absence Pinterest warns about ("external_id is missing. We highly recommend…").
+_MISSABLE = frozenset(
+    {*HASHED_FIELDS, "click_id", "client_ip_address", "client_user_agent", "event_source_url"}
+)
+WARNINGS: tuple[str, ...] = (
+    *sorted(f"{field}_missing" for field in _MISSABLE),
+    "unknown_event_name",
+    OTHER_WARNING,
+)
+_MISSING = re.compile(r"\b([a-z_]+) is missing")
 _WINDOW = re.compile(r";\s*w=([0-9]+(?:\.[0-9]+)?)")
 # Beyond this an x-ratelimit-reset value is an absolute Unix time, not a number of seconds.
 EPOCH_THRESHOLD = 1_000_000_000
@@ -73,6 +85,8 @@ class EventOutcome:
 
     processed: bool
     message: str = ""
+    warnings: tuple[str, ...] = ()
+    """Short names (`WARNINGS`) of Pinterest's `warning_message` notes on a processed event."""
 
 
 # Immutable, so every processed event of every response can share one (no per-event object).
@@ -203,11 +217,30 @@ def _outcomes(payload: Any, sent: int) -> tuple[EventOutcome, ...] | None:
         if not isinstance(item, dict) or item.get("status") not in ("processed", "failed"):
             return None
         if item["status"] == "processed":
-            outcomes.append(PROCESSED)
+            note = item.get("warning_message")
+            if isinstance(note, str) and note:
+                outcomes.append(EventOutcome(True, _clip(note), warning_names(note)))
+            else:
+                outcomes.append(PROCESSED)
         else:
             text = item.get("error_message")
             outcomes.append(EventOutcome(False, _clip(text) if text else "failed"))
     return tuple(outcomes)
+
+
+def warning_names(text: str) -> tuple[str, ...]:
+    """Pinterest's free-text warning as short, bounded names (one per `;`-separated note):
+    `<field>_missing` for a spec field, `unknown_event_name`, else `other`."""
+    names = []
+    for note in text.split(";"):
+        missing = _MISSING.search(note)
+        if missing is not None and missing.group(1) in _MISSABLE:
+            names.append(f"{missing.group(1)}_missing")
+        elif "'Unknown' event" in note:
+            names.append("unknown_event_name")
+        elif note.strip():
+            names.append(OTHER_WARNING)
+    return tuple(names)
 
 
 def _json(body: bytes) -> Any:

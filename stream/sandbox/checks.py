@@ -100,6 +100,10 @@ _ip_and_user_agent_of: Final = operator.attrgetter("client_ip_address", "client_
 _time_of: Final = operator.attrgetter("event_time")
 _source_of: Final = operator.attrgetter("action_source")
 _name_of: Final = operator.attrgetter("event_name")
+_external_id_of: Final = operator.attrgetter("external_id")
+# Pinterest's own words for the notes it attaches to processed events (seen live, see
+# reference/pinterest-capi-notes.md): a missing external_id, a non-standard event name.
+EXTERNAL_ID_MISSING: Final = "external_id is missing. We highly recommend this on all events."
 
 # The batch checks below run entirely in C iterators (map, filter, chain over attrgetters):
 # a Python loop over a thousand events would cost more than decoding them.
@@ -135,6 +139,8 @@ def all_pass(events: list[Any], now: int, hashes_checked: bool) -> bool:
     if not set(map(_name_of, events)) <= EVENT_NAMES:
         return False
     user_data = list(map(_user_data_of, events))
+    if not all(map(_external_id_of, user_data)):
+        return False  # those events get a warning
     identified = map(
         operator.or_,
         map(any, map(_email_or_maid_of, user_data)),
@@ -205,7 +211,11 @@ def evaluate(event: Any, now: int, hashes_checked: bool) -> tuple[str, str] | No
 
 
 def warning_for(event: Any) -> str:
-    """Pinterest's non-blocking note for an event, or "" (as Pinterest sends when none)."""
+    """Pinterest's non-blocking notes for an event, `; `-separated, or "" (as Pinterest sends
+    when there are none)."""
+    notes = []
+    if not event.user_data.external_id:
+        notes.append(EXTERNAL_ID_MISSING)
     if event.event_name not in EVENT_NAMES:
-        return f"Event name {event.event_name!r} is labeled as an 'Unknown' event."
-    return ""
+        notes.append(f"Event name {event.event_name!r} is labeled as an 'Unknown' event.")
+    return "; ".join(notes)

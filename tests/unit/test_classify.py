@@ -6,12 +6,15 @@ import orjson
 import pytest
 
 from stream.pinterest.classify import (
+    PROCESSED,
+    WARNINGS,
     AnswerKind,
     ApiResponse,
     Classification,
     EventOutcome,
     classify,
     retry_after,
+    warning_names,
 )
 
 NOW = 1_800_000_000.0
@@ -248,3 +251,40 @@ def test_pinterests_rate_limit_is_read_in_both_forms(
     for status, sent in ((200, 1), (429, 1)):
         answer = classify(ApiResponse(status, body, headers), sent, NOW)
         assert answer.server_limit == per_minute
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        (
+            "external_id is missing. We highly recommend this on all events. ; click_id is missing",
+            ("external_id_missing", "click_id_missing"),
+        ),
+        ("Event name 'subscription' is labeled as an 'Unknown' event.", ("unknown_event_name",)),
+        ("user_name is missing", ("other",)),
+        ("Something new from Pinterest", ("other",)),
+        ("; ", ()),
+    ],
+)
+def test_warnings_become_bounded_short_names(text: str, names: tuple[str, ...]) -> None:
+    assert warning_names(text) == names
+    assert set(names) <= set(WARNINGS)
+
+
+@pytest.mark.parametrize("note", ["", None, 7])
+def test_a_processed_event_without_a_warning_shares_the_one_outcome(note: object) -> None:
+    body = orjson.dumps(
+        {
+            "num_events_received": 2,
+            "num_events_processed": 2,
+            "events": [
+                {"status": "processed", "error_message": "", "warning_message": note},
+                {"status": "processed", "warning_message": "click_id is missing"},
+            ],
+        }
+    )
+    plain, warned = classify(ApiResponse(200, body), 2, NOW).outcomes
+    assert plain is PROCESSED
+    assert warned.processed
+    assert warned.warnings == ("click_id_missing",)
+    assert warned.message == "click_id is missing"
