@@ -34,6 +34,11 @@ ACCOUNT_METRICS = {
     "capi_stream_concurrency_limit",
     "capi_stream_setup_error",
     "capi_stream_setup_error_status",
+    "capi_stream_quality_status",
+    "capi_stream_quality_coverage_ratio",
+    "capi_stream_quality_issues",
+    "capi_stream_quality_last_success_timestamp_seconds",
+    "capi_stream_quality_poll_errors_total",
 }
 # Every panel the issue asks for, by the metric that answers it.
 REQUIRED_METRICS = {
@@ -51,6 +56,11 @@ REQUIRED_METRICS = {
     "capi_stream_resilience_good",
     "capi_stream_identifier_coverage_ratio",
     "capi_stream_setup_error",
+    "capi_stream_signal_share_ratio",
+    "capi_stream_quality_status",
+    "capi_stream_quality_coverage_ratio",
+    "capi_stream_quality_issues",
+    "capi_stream_quality_poll_errors_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",

@@ -156,6 +156,28 @@ Aggregations keep `namespace` (and `ad_account` where it is the subject) so aler
           the partitions it should own are not being delivered.
         runbook_url: {{ include "capi-stream.runbookUrl" (dict "context" $ "name" "CapiStreamNotReady") }}
   {{- end }}{{ end }}
+  {{- with $alerts.CapiStreamEventQualityNeedsImprovement }}{{ if .enabled }}
+    # Pinterest's own verdict: it rates the Conversions API events of an ad account and
+    # platform NEEDS_IMPROVEMENT (0) over the last day, as read by the quality poller
+    # (pinterest.quality.enabled). Every replica reads the same answer, hence the max: it fires
+    # only when all of them saw it. Pinterest's figure moves slowly and the poller reads it every
+    # 30 minutes by default, hence a long `for`.
+    - alert: CapiStreamEventQualityNeedsImprovement
+      expr: |
+        max by (namespace, job, ad_account, platform) (
+          capi_stream_quality_status{ingestion_source="CONVERSIONS_API",lookback="1d",{{ $sel }}}
+        ) == 0
+      {{- include "capi-stream.alertMeta" (dict "context" $ "alert" .) | nindent 6 }}
+      annotations:
+        summary: "Pinterest rates the {{`{{ $labels.platform }}`}} conversions of ad account {{`{{ $labels.ad_account }}`}} NEEDS_IMPROVEMENT"
+        description: >-
+          Pinterest's Event Quality Score for the Conversions API events of ad account
+          {{`{{ $labels.ad_account }}`}} on {{`{{ $labels.platform }}`}} has been NEEDS_IMPROVEMENT
+          (last day) for {{ .for }}. Too few events carry the identifiers Pinterest matches on, so
+          fewer conversions are attributed. `capi-stream quality` lists the issues per component
+          and event type.
+        runbook_url: {{ include "capi-stream.runbookUrl" (dict "context" $ "name" "CapiStreamEventQualityNeedsImprovement") }}
+  {{- end }}{{ end }}
 {{- end }}
 
 {{/* `for` and `labels` of one alert: severity, then additionalRuleLabels, then its own labels. */}}
