@@ -22,10 +22,8 @@ _DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _INTEGER: Final = re.compile(r"-?[0-9]{1,18}")
 
 
-def decode(value: bytes | None) -> dict[str, Any]:
-    """The message as a JSON object; `decode_error` if it is not one."""
-    if value is None:
-        raise InvalidMessage("decode_error", "message has no value")
+def decode_json_object(value: bytes) -> dict[str, Any]:
+    """The message as a JSON object; `decode_error` if it is not one (the JSON formats' decoder)."""
     try:
         message = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -35,7 +33,8 @@ def decode(value: bytes | None) -> dict[str, Any]:
     return message
 
 
-def _where(path: str, key: str) -> str:
+def _field_path(path: str, key: str) -> str:
+    """The field's dotted name for an error: `path.key`, or `path` alone when there is no key."""
     return f"{path}.{key}" if key else path
 
 
@@ -56,7 +55,7 @@ def text(
         return str(value)
     if cls is float and math.isfinite(value):
         return repr(value)
-    raise InvalidMessage(reason, f"{_where(path, key)}: expected a string")
+    raise InvalidMessage(reason, f"{_field_path(path, key)}: expected a string")
 
 
 def texts(
@@ -66,7 +65,7 @@ def texts(
     if value.__class__ is list:
         found = []
         for index, item in enumerate(value):
-            one = text(item, f"{_where(path, key)}[{index}]", "", reason)
+            one = text(item, f"{_field_path(path, key)}[{index}]", "", reason)
             if one is not None:
                 found.append(one)
         return found
@@ -83,7 +82,7 @@ def decimal(
         return str(value)
     if cls is float:
         if not math.isfinite(value):
-            raise InvalidMessage(reason, f"{_where(path, key)}: not a finite number")
+            raise InvalidMessage(reason, f"{_field_path(path, key)}: not a finite number")
         shown = repr(value)
         # repr switches to exponent notation for very large or small values; Pinterest parses
         # plain decimals.
@@ -94,10 +93,10 @@ def decimal(
             return None
         if _DECIMAL.fullmatch(stripped):
             return stripped
-        raise InvalidMessage(reason, f"{_where(path, key)}: not a decimal number")
+        raise InvalidMessage(reason, f"{_field_path(path, key)}: not a decimal number")
     if value is None:
         return None
-    raise InvalidMessage(reason, f"{_where(path, key)}: expected a number")
+    raise InvalidMessage(reason, f"{_field_path(path, key)}: expected a number")
 
 
 def integer(
@@ -113,7 +112,7 @@ def integer(
         return int(value)
     if value is None:
         return None
-    raise InvalidMessage(reason, f"{_where(path, key)}: expected an integer")
+    raise InvalidMessage(reason, f"{_field_path(path, key)}: expected an integer")
 
 
 def dotted(message: Mapping[str, Any], path: tuple[str, ...]) -> Any:

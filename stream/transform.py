@@ -10,10 +10,9 @@ from typing import Any, Final
 
 import orjson
 
-from stream.decode import decode, dotted
-from stream.errors import InvalidMessage
-from stream.formats.pinterest import PinterestMapper
-from stream.formats.segment import SegmentMapper
+from stream.decode import dotted
+from stream.errors import ConfigurationError, InvalidMessage
+from stream.formats import FORMATS, Mapper, MapperFactory
 from stream.hashing import Hasher
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped, TransformResult
 from stream.settings import OptOutRule, Settings, SourceSettings
@@ -29,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 # Dead-letter messages go into Kafka headers; field names from a hostile message could be long.
 MAX_MESSAGE_CHARS: Final = 200
+# A tombstone (no value) is no event in any format.
+_NO_VALUE: Final = DeadLetter("decode_error", "message has no value")
 
 
 def _rule_text(value: Any) -> str | None:
@@ -64,7 +65,8 @@ class _Source:
     """Per-source state compiled once: the mapper, the default account and the privacy rules."""
 
     source: SourceSettings
-    segment: SegmentMapper | None
+    mapper: Mapper
+    spec_typed: bool
     ad_account_id: str | None
     ldp: MatchRule | None
     opt_out: MatchRule | None
@@ -96,10 +98,11 @@ def signals_of(user_data: Mapping[str, Any]) -> Signal:
 
 
 class Transformer:
-    """decode → map (per source format) → hash → validate → encode, for one message.
+    """decode and map (by the source's format) → hash → validate → encode, for one message.
 
     Never raises on bad input: anything that cannot become a valid event is a `DeadLetter`
-    whose message names fields, never values.
+    whose message names fields, never values. A source whose `format` is not in `formats`
+    raises `ConfigurationError` when it is compiled.
     """
 
     def __init__(
@@ -107,11 +110,12 @@ class Transformer:
         settings: Settings,
         clock: Callable[[], float] = time.time,
         hash_cache_size: int = 8192,
+        formats: Mapping[str, MapperFactory] = FORMATS,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._hasher = Hasher(hash_cache_size)
-        self._pinterest = PinterestMapper(self._hasher)
+        self._formats = formats
         self._check: EncodedCheck = encoded_checker()
         self._check_constructed: ConstructedCheck = constructed_checker()
         # Keyed by identity: settings models are not hashable, and the source object is the one
@@ -121,9 +125,17 @@ class Transformer:
             self._compile(source)
 
     def _compile(self, source: SourceSettings) -> _Source:
+        factory = self._formats.get(source.format)
+        if factory is None:
+            raise ConfigurationError(
+                f"sources.{source.source_name}.format",
+                f"unknown format {source.format!r} (known: {', '.join(sorted(self._formats))})",
+            )
+        mapper = factory(source, self._hasher)
         compiled = _Source(
             source=source,
-            segment=SegmentMapper(source, self._hasher) if source.format == "segment" else None,
+            mapper=mapper,
+            spec_typed=mapper.spec_typed,
             ad_account_id=self._settings.ad_account_for(source),
             ldp=MatchRule.of(source.ldp),
             opt_out=MatchRule.of(source.opt_out),
@@ -137,6 +149,8 @@ class Transformer:
         compiled = self._sources.get(id(source))
         if compiled is None or compiled.source is not source:
             compiled = self._compile(source)
+        if value is None:
+            return _NO_VALUE
         try:
             return self._transform(compiled, value, kafka_timestamp_ms)
         except InvalidMessage as exc:
@@ -148,32 +162,19 @@ class Transformer:
             return DeadLetter("mapping_error", f"unexpected {type(exc).__name__} while mapping")
 
     def _transform(
-        self, compiled: _Source, value: bytes | None, kafka_timestamp_ms: int | None
+        self, compiled: _Source, value: bytes, kafka_timestamp_ms: int | None
     ) -> TransformResult:
-        # `decode` inlined for the common case: a call is measurable at this rate.
-        try:
-            message = orjson.loads(value)  # type: ignore[arg-type]
-        except (orjson.JSONDecodeError, TypeError):
-            message = decode(value)
-        if message.__class__ is not dict:
-            message = decode(value)
-        raw = value or b""
-        ad_account_id = compiled.ad_account_id
-        if compiled.segment is not None:
-            mapped = compiled.segment.map(message, raw, kafka_timestamp_ms)
-            if mapped.__class__ is Skipped:
-                return mapped
-            event: dict[str, Any] = mapped  # type: ignore[assignment]
-        else:
-            event, own_account = self._pinterest.map(message, raw)
-            ad_account_id = own_account or ad_account_id
+        mapped = compiled.mapper.map(value, kafka_timestamp_ms)
+        if mapped.__class__ is Skipped:
+            return mapped
+        event, message, own_account = mapped  # type: ignore[misc]
         if compiled.opt_out is not None and compiled.opt_out.matches(message):
             event["opt_out"] = True
         if compiled.ldp is not None and compiled.ldp.matches(message):
             self._flag_ldp(event)
         body = orjson.dumps(event)
-        if compiled.segment is not None:
-            # The Segment mapper (and the flags above) only build spec keys with spec types.
+        if compiled.spec_typed:
+            # The mapper (and the flags above) only build spec keys with spec types.
             problem = self._check_constructed(event)
         else:
             # Passed-through shapes: the schema is checked on exactly the bytes to be sent.
@@ -190,7 +191,7 @@ class Transformer:
             event["event_name"],
             event["action_source"],
             event["event_time"],
-            ad_account_id,
+            own_account or compiled.ad_account_id,
             body,
             signals_of(event["user_data"]),
         )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from typing import Any, Final
 
-from stream.decode import texts
+from stream.decode import decode_json_object, texts
 from stream.errors import InvalidMessage
+from stream.formats.base import Mapped
 from stream.hashing import Hasher
+from stream.settings import SourceSettings
 from stream.spec import HASHED_FIELDS
 
 RAW_USER_FIELDS: Final = frozenset(
@@ -31,22 +32,31 @@ def _compact(value: Any) -> Any:
 
 
 class PinterestMapper:
-    """Normalizes and hashes `user_data` (raw or pre-hashed) and removes what the spec forbids."""
+    """Normalizes and hashes `user_data` (raw or pre-hashed) and removes what the spec forbids.
 
-    def __init__(self, hasher: Hasher) -> None:
+    Other values pass through as the message has them, so the encoded event is checked against
+    the schema (`spec_typed` is False).
+    """
+
+    spec_typed: Final = False
+
+    def __init__(self, source: SourceSettings, hasher: Hasher) -> None:
+        # The source's defaults (ad account, action_source) are applied downstream, alike for
+        # every format: nothing here depends on `source`.
         self._hasher = hasher
 
-    def map(self, message: Mapping[str, Any], raw: bytes) -> tuple[dict[str, Any], str | None]:
-        """The event object and the message's own `ad_account_id` (None when it has none)."""
+    def map(self, value: bytes, kafka_timestamp_ms: int | None) -> Mapped:
+        """The event object, the message and the message's own `ad_account_id` (or None)."""
+        message = decode_json_object(value)
         event: dict[str, Any] = {}
         ad_account_id: str | None = None
-        for key, value in message.items():
+        for key, member in message.items():
             if key == "ad_account_id":
-                ad_account_id = self._ad_account(value)
+                ad_account_id = self._ad_account(member)
             elif key == "user_data":
-                event[key] = self._user_data(value)
+                event[key] = self._user_data(member)
             elif key in NESTED_OBJECTS:
-                compacted = _compact(value)
+                compacted = _compact(member)
                 if compacted.__class__ is dict and "contents" in compacted:
                     contents = compacted["contents"]
                     if contents.__class__ is list:
@@ -55,12 +65,12 @@ class PinterestMapper:
                 compacted = _compact(compacted)
                 if not _empty(compacted):
                     event[key] = compacted
-            elif not _empty(value):
-                event[key] = value
+            elif not _empty(member):
+                event[key] = member
         if "event_id" not in event:
             # Deterministic, so a redelivered message keeps its id and Pinterest deduplicates it.
-            event["event_id"] = hashlib.blake2b(raw, digest_size=16).hexdigest()
-        return event, ad_account_id
+            event["event_id"] = hashlib.blake2b(value, digest_size=16).hexdigest()
+        return event, message, ad_account_id
 
     @staticmethod
     def _ad_account(value: Any) -> str | None:

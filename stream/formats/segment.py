@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from stream.decode import EMPTY, decimal, integer, text, texts
+from stream.decode import EMPTY, decimal, decode_json_object, integer, text, texts
 from stream.errors import ConfigurationError, InvalidMessage
+from stream.formats.base import Mapped
 from stream.hashing import Hasher
 from stream.models import Skipped
 from stream.settings import SourceSettings
@@ -142,6 +143,8 @@ class SegmentMapper:
     Python spends here. The order also fixes which problem a malformed message is reported for.
     """
 
+    spec_typed: Final = True
+
     def __init__(self, source: SourceSettings, hasher: Hasher) -> None:
         table = {event_key(name): target for name, target in DEFAULT_EVENT_NAMES.items()}
         table.update({event_key(name): name for name in EVENT_NAMES})
@@ -165,10 +168,9 @@ class SegmentMapper:
         self._seconds: dict[str, int] = {}
         self._languages: dict[str, str | None] = {}
 
-    def map(
-        self, message: Mapping[str, Any], raw: bytes, kafka_timestamp_ms: int | None
-    ) -> dict[str, Any] | Skipped:
+    def map(self, value: bytes, kafka_timestamp_ms: int | None) -> Mapped | Skipped:
         """The Pinterest event object (no nulls, no empty containers), or why it is skipped."""
+        message = decode_json_object(value)
         kind = message.get("type")
         if kind == "track":
             raw_name = message.get("event")
@@ -229,7 +231,7 @@ class SegmentMapper:
                 if event_id.__class__ is not str or not event_id:
                     event_id = (
                         text(event_id, "messageId")
-                        or hashlib.blake2b(raw, digest_size=16).hexdigest()
+                        or hashlib.blake2b(value, digest_size=16).hexdigest()
                     )
         event: dict[str, Any] = {
             "event_name": event_name,
@@ -265,7 +267,7 @@ class SegmentMapper:
                 event["custom_data"] = custom_data
         if device or context.get("app") is not None or context.get("os") is not None:
             _app_fields(event, context, device)
-        return event
+        return event, message, None
 
     def _event_name(self, raw_name: Any) -> str | None:
         if raw_name.__class__ is not str or not raw_name.strip():

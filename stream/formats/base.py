@@ -1,0 +1,48 @@
+"""The contract of an input format: a mapper turns one message's bytes into a Pinterest event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeAlias
+
+from stream.hashing import Hasher
+from stream.models import Skipped
+from stream.settings import SourceSettings
+
+Mapped: TypeAlias = tuple[dict[str, Any], Mapping[str, Any], str | None]
+"""A mapped message: the event object, the decoded message and the message's own ad account.
+
+The event object holds spec keys only, no nulls and no empty containers, with `user_data` already
+hashed. The decoded message is what a source's `ldp` and `opt_out` rules read (their dotted paths
+point into it). The ad account is None unless the message routes itself; the source's applies then.
+A plain tuple: it is built once per message, where a dataclass would cost measurably more.
+"""
+
+
+class Mapper(Protocol):
+    """Maps the messages of one source; built once per source by the format's `MapperFactory`.
+
+    `map` decodes the bytes itself (JSON formats call `stream.decode.decode_json_object`), so a
+    format is free to read any encoding. A message that cannot become an event raises
+    `InvalidMessage` with a reason and a text naming fields, never values; a message the format
+    deliberately ignores returns a `Skipped`. Anything else it raises is dead-lettered as a
+    `mapping_error`, so a mapper bug costs one message, never the stream.
+    """
+
+    @property
+    def spec_typed(self) -> bool:
+        """True if `map` builds only spec keys with spec types, so the cheaper construction check
+        suffices; False if it passes message values through, so the encoded bytes are checked
+        against the schema."""
+        ...
+
+    def map(self, value: bytes, kafka_timestamp_ms: int | None) -> Mapped | Skipped:
+        """The event for one message's value (never None: the caller dead-letters tombstones)."""
+        ...
+
+
+MapperFactory: TypeAlias = Callable[[SourceSettings, Hasher], Mapper]
+"""Builds a source's mapper from its settings and the hasher shared by every source.
+
+Raises `ConfigurationError` naming the key if the source's settings do not suit the format.
+"""
