@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from stream.dlq.contract import DeadLetterReason
@@ -22,8 +23,16 @@ _DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _INTEGER: Final = re.compile(r"-?[0-9]{1,18}")
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def decode_json_object(value: bytes) -> dict[str, Any]:
-    """The message as a JSON object; `decode_error` if it is not one (the JSON formats' decoder)."""
+    """The message as a JSON object; `decode_error` if it is not one (the JSON formats' decoder).
+
+    A UTF-8 byte order mark (some Windows exports write one) is skipped.
+    """
+    if value[:3] == UTF8_BOM:
+        value = value[3:]
     try:
         message = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -31,6 +40,20 @@ def decode_json_object(value: bytes) -> dict[str, Any]:
     if message.__class__ is not dict:
         raise InvalidMessage("decode_error", "message is not a JSON object")
     return message
+
+
+def exact_number(raw: bytes, path: tuple[str, ...]) -> Any:
+    """The value at `path` decoded again keeping every digit of an integer.
+
+    orjson reads an integer beyond 64 bits as a float, so two distinct long numeric ids could
+    become one; a mapper that finds a float where an id belongs asks again (a rare, slow path).
+    """
+    if raw[:3] == UTF8_BOM:
+        raw = raw[3:]
+    found: Any = msgspec.json.decode(raw)
+    for key in path:
+        found = found.get(key) if found.__class__ is dict else None
+    return found
 
 
 def _field_path(path: str, key: str) -> str:
@@ -54,6 +77,10 @@ def text(
     if cls is int:
         return str(value)
     if cls is float and math.isfinite(value):
+        # 4155550100.0 is the number 4155550100 (CRM exports write phones and ids as floats);
+        # beyond 2**53 a float's digits are not the ones written, so it is left as it is.
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
         return repr(value)
     raise InvalidMessage(reason, f"{_field_path(path, key)}: expected a string")
 

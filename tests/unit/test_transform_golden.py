@@ -4,9 +4,12 @@ what it returned before its hot path was optimized.
 `tests/data/transform_golden.jsonl.gz` holds ~950 messages (generated Segment traffic of every
 mix with poison, messages with values planted or keys dropped/reordered anywhere, Pinterest-format
 messages likewise mutated, and hostile fuzz inputs), each with the result for the three sources
-below, as produced by the implementation of commit 338ea22. The one deliberate change since: a
-string `traits.address` is reported as "…address: expected an object" (it was an unexpected
-KeyError).
+below, as produced by the implementation of commit 338ea22. Deliberate changes since, each
+re-recorded with `python -m tests.unit.test_transform_golden`:
+- a string `traits.address` is reported as "…address: expected an object" (it was an unexpected
+  KeyError);
+- a float with an integral value is read as the integer's digits (a CRM export's phone
+  4155550100.0 is 4155550100, not 41555501000): one message, whose `lastName` is -3.0.
 """
 
 from __future__ import annotations
@@ -89,3 +92,30 @@ def test_results_are_byte_identical_to_the_recorded_ones(
     assert not differences, differences[:3]
     outcomes = {result[0] for line in golden for result in line["results"]}
     assert outcomes == {"event", "dead_letter", "skipped"}
+
+
+def rerecord() -> None:
+    """Records the current results: only after a deliberate change, named in the docstring."""
+    settings = Settings(pinterest={"ad_account_id": "42"}, sources=SOURCES)
+    transformer = Transformer(settings, clock=lambda: NOW)
+    lines = _golden()
+    changed = 0
+    for line in lines:
+        if "value" in line:
+            value = line["value"].encode()
+        else:
+            value = base64.b64decode(line["value_base64"])
+        results = [
+            _shown(transformer.transform(source, value, line["kafka_timestamp_ms"]))
+            for source in settings.sources
+        ]
+        changed += results != line["results"]
+        line["results"] = results
+    with gzip.open(GOLDEN, "wt", encoding="utf-8") as out:
+        out.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+    print(f"{changed} of {len(lines)} messages have new results")
+
+
+if __name__ == "__main__":
+    logging.disable(logging.ERROR)
+    rerecord()
