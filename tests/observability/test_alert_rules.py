@@ -1,4 +1,5 @@
-"""The alert rule file is valid, every alert is unit-tested, and each one has a runbook section."""
+"""The rule file is valid, every alert and recording rule is unit-tested, and each alert has a
+runbook section."""
 
 from __future__ import annotations
 
@@ -27,11 +28,28 @@ REQUIRED_ALERTS = {
     "CapiStreamNotReady",
     "CapiStreamEventQualityNeedsImprovement",
 }
+# Pinterest's resilience criteria per ad account across replicas (DESIGN §6).
+REQUIRED_RECORDS = {
+    "capi_stream:ad_account_resilience_events:increase1h",
+    "capi_stream:ad_account_web_app_resilience_events:increase1h",
+    "capi_stream:ad_account_ip_ua_ratio:1h",
+    "capi_stream:ad_account_bottom_funnel_em_or_maid_ratio:1h",
+    "capi_stream:ad_account_external_id_ratio:1h",
+    "capi_stream:ad_account_resilient:1h",
+}
+
+
+def all_rules() -> list[dict[str, object]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
 
 
 def alert_rules() -> list[dict[str, object]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def recording_rules() -> list[dict[str, object]]:
+    return [rule for rule in all_rules() if "record" in rule]
 
 
 def test_promtool_check_rules(prometheus_bin: Path) -> None:
@@ -42,7 +60,7 @@ def test_promtool_check_rules(prometheus_bin: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass(prometheus_bin: Path) -> None:
@@ -70,6 +88,19 @@ def test_every_required_alert_exists_and_is_unit_tested() -> None:
     assert firing == names
 
 
+def test_every_recording_rule_exists_and_is_unit_tested() -> None:
+    records = {str(rule["record"]) for rule in recording_rules()}
+    assert records == REQUIRED_RECORDS
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    checked = "\n".join(
+        str(case["expr"])
+        for test in tests
+        for case in test.get("promql_expr_test", [])
+        if case.get("exp_samples")
+    )
+    assert {r for r in records if r in checked} == records
+
+
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: str(rule["alert"]))
 def test_alert_is_documented(rule: dict[str, object]) -> None:
     annotations = rule["annotations"]
@@ -88,11 +119,13 @@ def test_alert_is_documented(rule: dict[str, object]) -> None:
         assert f"**{part}.**" in section, f"{rule['alert']} runbook lacks {part}"
 
 
-@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: str(rule["alert"]))
+@pytest.mark.parametrize(
+    "rule", all_rules(), ids=lambda rule: str(rule.get("alert", rule.get("record")))
+)
 def test_aggregations_keep_namespace(rule: dict[str, object]) -> None:
     groupings = re.findall(r"\bby \(([^)]*)\)", str(rule["expr"]))
     for grouping in groupings:
-        assert "namespace" in grouping, (rule["alert"], grouping)
+        assert "namespace" in grouping, (rule.get("alert", rule.get("record")), grouping)
 
 
 def test_rules_the_chart_renders_with_tuned_values_pass_promtool(prometheus_bin: Path) -> None:
@@ -133,4 +166,5 @@ def test_rules_the_chart_renders_with_tuned_values_pass_promtool(prometheus_bin:
             check=False,
         )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(REQUIRED_ALERTS) - 1} rules found" in result.stdout
+    rules = len(REQUIRED_ALERTS) - 1 + len(REQUIRED_RECORDS)
+    assert f"SUCCESS: {rules} rules found" in result.stdout

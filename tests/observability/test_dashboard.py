@@ -17,6 +17,8 @@ from tests.observability.conftest import REPO
 DASHBOARD = REPO / "helm" / "capi-stream" / "dashboards" / "capi-stream.json"
 RULES = REPO / "helm" / "capi-stream" / "rules" / "capi-stream-alerts.yaml"
 METRIC_NAME = re.compile(r"\bcapi_stream_[a-z_]+\b")
+# Series of the chart's recording rules (`level:metric:operations`).
+RECORDED_NAME = re.compile(r"\bcapi_stream:[a-z0-9_]+:[a-z0-9_]+\b")
 # prometheus_client's process and platform collectors, registered on capi-stream's registry.
 RUNTIME_METRIC_NAME = re.compile(r"\b(?:process|python)_[a-z_]+\b")
 # Metrics of kube-state-metrics (not capi-stream's): only where nothing else can answer, e.g.
@@ -29,7 +31,10 @@ KUBE_STATE_METRICS = {
 # Label filters of every capi-stream query, and of the per-account ones.
 SCOPE = 'namespace=~"$namespace",job=~"$job",pod=~"$pod"'
 ACCOUNT_SCOPE = 'ad_account=~"$ad_account"'
+# Recorded per ad account across replicas: they keep namespace and job, not the pod.
+RECORDED_SCOPE = 'namespace=~"$namespace",job=~"$job",ad_account=~"$ad_account"'
 ACCOUNT_METRICS = {
+    "capi_stream_pinterest_warnings_total",
     "capi_stream_requests_total",
     "capi_stream_concurrency_limit",
     "capi_stream_setup_error",
@@ -53,8 +58,9 @@ REQUIRED_METRICS = {
     "capi_stream_consumer_lag",
     "capi_stream_delivery_latency_seconds_bucket",
     "capi_stream_late_events_total",
-    "capi_stream_resilience_good",
     "capi_stream_identifier_coverage_ratio",
+    "capi_stream_pinterest_warnings_total",
+    "capi_stream_dead_letters_truncated_total",
     "capi_stream_setup_error",
     "capi_stream_signal_share_ratio",
     "capi_stream_quality_status",
@@ -65,6 +71,13 @@ REQUIRED_METRICS = {
     "process_resident_memory_bytes",
     "process_open_fds",
     "kube_pod_container_status_restarts_total",
+}
+# Pinterest's resilience per ad account (the flag and its three criteria), from recording rules.
+REQUIRED_RECORDS = {
+    "capi_stream:ad_account_resilient:1h",
+    "capi_stream:ad_account_ip_ua_ratio:1h",
+    "capi_stream:ad_account_bottom_funnel_em_or_maid_ratio:1h",
+    "capi_stream:ad_account_external_id_ratio:1h",
 }
 
 
@@ -81,6 +94,11 @@ def panels() -> Iterator[dict[str, Any]]:
 
 def exprs() -> list[str]:
     return [t["expr"] for p in panels() for t in p.get("targets", [])]
+
+
+def recorded_names() -> set[str]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
 
 
 def exported_names() -> set[str]:
@@ -135,6 +153,9 @@ def test_every_query_uses_known_metrics() -> None:
     kube = {name for expr in exprs() for name in KUBE_METRIC_NAME.findall(expr)}
     assert kube <= KUBE_STATE_METRICS, kube - KUBE_STATE_METRICS
     assert used | kube >= REQUIRED_METRICS, REQUIRED_METRICS - used - kube
+    recorded = {name for expr in exprs() for name in RECORDED_NAME.findall(expr)}
+    assert recorded <= recorded_names(), recorded - recorded_names()
+    assert recorded >= REQUIRED_RECORDS, REQUIRED_RECORDS - recorded
 
 
 def test_process_metrics_are_exported() -> None:
@@ -167,21 +188,30 @@ def test_every_query_follows_the_variables() -> None:
                 assert 'namespace=~"$namespace",pod=~"$pod"' in expr, expr
                 assert "kube-state-metrics" in panel["description"], panel["title"]
                 continue
-            for selector in re.findall(r"\b([a-z_]+)\{([^}]*)\}", expr):
+            for selector in re.findall(r"([a-z_:][a-z0-9_:]*)\{([^}]*)\}", expr):
                 metric, matchers = selector
+                if RECORDED_NAME.fullmatch(metric):
+                    # A pod filter would hide figures no single pod has.
+                    assert RECORDED_SCOPE in matchers, expr
+                    assert "pod=" not in matchers, expr
+                    assert "pod filter does not apply" in panel["description"], panel["title"]
+                    continue
                 assert SCOPE in matchers, expr
                 if metric in ACCOUNT_METRICS:
                     assert ACCOUNT_SCOPE in matchers, expr
 
 
 def test_every_alert_uses_known_metrics() -> None:
-    known = exported_names()
+    known, recorded = exported_names(), recorded_names()
     for group in yaml.safe_load(RULES.read_text())["groups"]:
         for rule in group["rules"]:
+            name = rule.get("alert", rule.get("record"))
             used = set(METRIC_NAME.findall(rule["expr"]))
+            uses_records = set(RECORDED_NAME.findall(rule["expr"]))
             # CapiStreamDown looks at Prometheus's own `up`: the process may not be running.
-            assert used or "up{" in rule["expr"], rule["alert"]
-            assert used <= known, (rule["alert"], used - known)
+            assert used or uses_records or "up{" in rule["expr"], name
+            assert used <= known, (name, used - known)
+            assert uses_records <= recorded, (name, uses_records - recorded)
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,59 @@
 {{/*
-The alert rules, scoped by capi-stream.ruleSelector and tuned by metrics.prometheusRule.alerts.
-rules/capi-stream-alerts.yaml is this template rendered for a plain Prometheus job `capi-stream`
-(`make rules` regenerates it; a test keeps the two identical), and promtool tests that file.
-Aggregations keep `namespace` (and `ad_account` where it is the subject) so alerts route per team.
+The recording and alert rules, scoped by capi-stream.ruleSelector and tuned by
+metrics.prometheusRule.alerts. rules/capi-stream-alerts.yaml is this template rendered for a plain
+Prometheus job `capi-stream` (`make rules` regenerates it; a test keeps the two identical), and
+promtool tests that file. Aggregations keep `namespace` and `job` (and `ad_account` where it is the
+subject) so alerts route per team, and so rules can select their own recorded series with the
+selector.
 */}}
 {{- define "capi-stream.alertGroups" -}}
 {{- $sel := include "capi-stream.ruleSelector" . }}
 {{- $alerts := .Values.metrics.prometheusRule.alerts -}}
+# Pinterest's resilience criteria per ad account across replicas (DESIGN §6), over the last hour of
+# the resilience_events_total counters: the fleet-wide figures the per-replica gauges cannot give.
+# A ratio without events to rate is NaN, and its criterion is met vacuously (offline-only accounts
+# have no web or app events for IP + user agent; most accounts have hours without checkouts).
+- name: capi-stream-resilience
+  rules:
+    - record: capi_stream:ad_account_resilience_events:increase1h
+      expr: |
+        sum by (namespace, job, ad_account, signal) (
+          increase(capi_stream_resilience_events_total{ {{- $sel -}} }[1h])
+        )
+    # Offline events carry no IP address or user agent: Pinterest judges IP + UA on web and app.
+    - record: capi_stream:ad_account_web_app_resilience_events:increase1h
+      expr: |
+        sum by (namespace, job, ad_account, signal) (
+          increase(capi_stream_resilience_events_total{action_source!="offline",signal=~"all|ip_ua",{{ $sel }}}[1h])
+        )
+    - record: capi_stream:ad_account_ip_ua_ratio:1h
+      expr: |
+        capi_stream:ad_account_web_app_resilience_events:increase1h{signal="ip_ua",{{ $sel }}}
+        / ignoring (signal)
+        capi_stream:ad_account_web_app_resilience_events:increase1h{signal="all",{{ $sel }}}
+    - record: capi_stream:ad_account_bottom_funnel_em_or_maid_ratio:1h
+      expr: |
+        capi_stream:ad_account_resilience_events:increase1h{signal="bottom_funnel_em_or_maid",{{ $sel }}}
+        / ignoring (signal)
+        capi_stream:ad_account_resilience_events:increase1h{signal="bottom_funnel",{{ $sel }}}
+    - record: capi_stream:ad_account_external_id_ratio:1h
+      expr: |
+        capi_stream:ad_account_resilience_events:increase1h{signal="external_id",{{ $sel }}}
+        / ignoring (signal)
+        capi_stream:ad_account_resilience_events:increase1h{signal="all",{{ $sel }}}
+    # 1 when every criterion is met ("Good"), else 0; absent for an account without events in the
+    # hour. `< bool` is 0 for NaN, so a criterion without events to rate does not count against it.
+    - record: capi_stream:ad_account_resilient:1h
+      expr: |
+        1 - max by (namespace, job, ad_account) (
+            label_replace(capi_stream:ad_account_ip_ua_ratio:1h{ {{- $sel -}} } < bool 0.9, "criterion", "ip_ua", "", "")
+          or
+            label_replace(capi_stream:ad_account_bottom_funnel_em_or_maid_ratio:1h{ {{- $sel -}} } < bool 0.1, "criterion", "bottom_funnel_em_or_maid", "", "")
+          or
+            label_replace(capi_stream:ad_account_external_id_ratio:1h{ {{- $sel -}} } < bool 0.1, "criterion", "external_id", "", "")
+        )
+        and on (namespace, job, ad_account)
+        capi_stream:ad_account_resilience_events:increase1h{signal="all",{{ $sel }}} > 0
 - name: capi-stream
   rules:
   {{- with $alerts.CapiStreamDown }}{{ if .enabled }}
@@ -125,21 +172,44 @@ Aggregations keep `namespace` (and `ad_account` where it is the subject) so aler
         runbook_url: {{ include "capi-stream.runbookUrl" (dict "context" $ "name" "CapiStreamNoDeliveries") }}
   {{- end }}{{ end }}
   {{- with $alerts.CapiStreamResilienceLow }}{{ if .enabled }}
-    # Pinterest's resilience status over the sliding window (default 1 h) is not "Good", with
-    # enough events in the window for the ratios to mean something.
+    # One of Pinterest's resilience criteria is missed by an ad account across all replicas over
+    # the last hour, one alert per criterion (label `criterion`), judged only when the events the
+    # criterion is computed over reach minWindowEvents: a few events make a ratio of noise.
     - alert: CapiStreamResilienceLow
       expr: |
-        capi_stream_resilience_good{ {{- $sel -}} } == 0
-        and
-        capi_stream_resilience_window_events{ {{- $sel -}} } >= {{ .minWindowEvents }}
+        label_replace(
+          capi_stream:ad_account_ip_ua_ratio:1h{ {{- $sel -}} } < 0.9
+          and on (namespace, job, ad_account)
+          capi_stream:ad_account_web_app_resilience_events:increase1h{signal="all",{{ $sel }}} >= {{ .minWindowEvents }}
+          , "criterion", "ip_ua", "", ""
+        )
+        or
+        label_replace(
+          capi_stream:ad_account_bottom_funnel_em_or_maid_ratio:1h{ {{- $sel -}} } < 0.1
+          and on (namespace, job, ad_account)
+          capi_stream:ad_account_resilience_events:increase1h{signal="bottom_funnel",{{ $sel }}} >= {{ .minWindowEvents }}
+          , "criterion", "bottom_funnel_em_or_maid", "", ""
+        )
+        or
+        label_replace(
+          capi_stream:ad_account_external_id_ratio:1h{ {{- $sel -}} } < 0.1
+          and on (namespace, job, ad_account)
+          capi_stream:ad_account_resilience_events:increase1h{signal="all",{{ $sel }}} >= {{ .minWindowEvents }}
+          , "criterion", "external_id", "", ""
+        )
       {{- include "capi-stream.alertMeta" (dict "context" $ "alert" .) | nindent 6 }}
       annotations:
-        summary: "capi-stream events fall short of Pinterest's resilience thresholds"
+        summary: "Ad account {{`{{ $labels.ad_account }}`}} misses Pinterest's {{`{{ $labels.criterion }}`}} resilience criterion"
         description: >-
-          On {{`{{ $labels.instance }}`}} the events delivered over the last window miss at least one
-          threshold: 90 % with IP and user agent, 10 % of bottom-funnel events with hashed
-          e-mail or MAID, 10 % with external_id (see capi_stream_identifier_coverage_ratio).
-          Match rates and attributed conversions suffer.
+          Only {{`{{ $value | humanizePercentage }}`}} of
+          {{`{{ if eq $labels.criterion "ip_ua" }}`}}the web and app events of ad account
+          {{`{{ $labels.ad_account }}`}} carried IP address and user agent over the last hour
+          (Pinterest asks 90 %; offline events carry neither and are not counted){{`{{ else if eq $labels.criterion "bottom_funnel_em_or_maid" }}`}}the
+          bottom-funnel events of ad account {{`{{ $labels.ad_account }}`}} carried a hashed e-mail
+          or MAID over the last hour (Pinterest asks 10 %){{`{{ else }}`}}the events of ad account
+          {{`{{ $labels.ad_account }}`}} carried external_id over the last hour (Pinterest asks
+          10 %){{`{{ end }}`}}, across every replica of {{`{{ $labels.job }}`}}; it has stayed short
+          for {{ .for }}. Match rates and attributed conversions suffer.
         runbook_url: {{ include "capi-stream.runbookUrl" (dict "context" $ "name" "CapiStreamResilienceLow") }}
   {{- end }}{{ end }}
   {{- with $alerts.CapiStreamNotReady }}{{ if .enabled }}
