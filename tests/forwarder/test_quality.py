@@ -35,11 +35,12 @@ def quality_value(registry: CollectorRegistry, name: str, **labels: str) -> floa
 
 
 def delivery_samples(registry: CollectorRegistry) -> Samples:
-    """Every sample that is not the quality poller's own (delivery, readiness, setup errors)."""
+    """Every capi-stream sample that is not the quality poller's own (delivery, readiness, setup
+    errors); the process and platform collectors' figures change by themselves."""
     return {
         key: value
         for key, value in samples(registry).items()
-        if not key[0].startswith("capi_stream_quality_")
+        if key[0].startswith("capi_stream_") and not key[0].startswith("capi_stream_quality_")
     }
 
 
