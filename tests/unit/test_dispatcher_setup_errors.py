@@ -11,7 +11,7 @@ from stream.dispatcher import Dispatcher
 from stream.metrics import Metrics
 from stream.pinterest.classify import ApiResponse
 from stream.retry import Backoff
-from tests.forwarder.test_dispatcher import (
+from tests.unit.test_dispatcher import (
     KEY,
     Outcomes,
     Recorder,
