@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,20 @@ def _rows(model: type[BaseModel], prefix: str, env: str | None) -> list[str]:
             f"| `{prefix}{name}` | {_type_name(info)} | {_default(info)} | {env_name} "
             f"| {description} |"
         )
+        # An optional rule (or list of rules) such as `ldp`: its keys, without environment names.
+        for rule in _models_in(annotation):
+            rows += _rows(rule, f"{prefix}{name}.", None)
     return rows
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an optional or list annotation holds (`X | list[X] | None` → [X])."""
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        for model in _models_in(arg) or [arg]:
+            if isinstance(model, type) and issubclass(model, BaseModel) and model not in found:
+                found.append(model)
+    return found
 
 
 def render() -> str:

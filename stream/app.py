@@ -65,6 +65,9 @@ class App:
             settings.batching.linger_ms / 1000,
         )
         self.transformer = Transformer(settings, time.time)
+        self.metrics.watch_transformer(
+            self.transformer.normalized, self.transformer.ldp_without_state
+        )
         token = settings.pinterest.token_value() or ""
         self.client = PinterestClient(
             settings.pinterest.api_base_url,

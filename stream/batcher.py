@@ -28,7 +28,8 @@ class BatchKey:
 class Batch(Generic[T]):
     """Distinct events of one request; `tokens[i]` are the consumed copies `events[i]` settles.
 
-    Copies with the same event_id and event_name are sent once and settle together.
+    Copies with the same event_id and event_name are sent once and settle together, except
+    offline events: Pinterest never deduplicates those, so two of them are two conversions.
     """
 
     key: BatchKey
@@ -87,9 +88,10 @@ class Batcher(Generic[T]):
         """Adds one event; returns a batch that became complete, if any."""
         current = self._open.get(key)
         identity = (event.event_id, event.event_name)
+        mergeable = event.action_source != "offline"
         if current is None:
             current = self._open[key] = _OpenBatch(self._clock())
-        else:
+        elif mergeable:
             position = current.index.get(identity)
             if position is not None:
                 current.tokens[position].append(token)
@@ -100,7 +102,8 @@ class Batcher(Generic[T]):
             emitted = self._seal(key, current)
             current = self._open[key] = _OpenBatch(self._clock())
             grown = current.size + len(event.body)
-        current.index[identity] = len(current.events)
+        if mergeable:
+            current.index[identity] = len(current.events)
         current.events.append(event)
         current.tokens.append([token])
         current.size = grown

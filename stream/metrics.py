@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, TypeVar
 
 import orjson
@@ -353,6 +353,25 @@ class Metrics:
         """Evaluates readiness at scrape time, the same way /readyz does."""
         self.ready.set_function(lambda: 1.0 if is_ready() else 0.0)
 
+    def watch_transformer(
+        self, normalized: Callable[[], Mapping[str, int]], ldp_without_state: Callable[[], int]
+    ) -> None:
+        """Exports what the transformer counts in plain numbers, read at scrape time."""
+        ScrapedCounter(
+            f"{PREFIX}_normalized",
+            "Messages whose shape was normalized instead of dead-lettered, by kind",
+            ("what",),
+            lambda: {(what,): count for what, count in normalized().items()},
+            self.registry,
+        )
+        ScrapedCounter(
+            f"{PREFIX}_ldp_without_state",
+            "Events sent flagged LDP without user_data.st (the state of residence)",
+            (),
+            lambda: {(): ldp_without_state()},
+            self.registry,
+        )
+
     # --- internals -----------------------------------------------------------------------------
 
     def _events_child(self, event_name: str, action_source: str, outcome: Outcome) -> CounterChild:
@@ -458,6 +477,31 @@ class ResilienceCounters(Collector):
         family = CounterMetricFamily(self.NAME, self.DOC, labels=self.LABELS)
         for labels, value in sorted(totals.items()):
             family.add_metric(labels, value)
+        yield family
+
+
+class ScrapedCounter(Collector):
+    """A counter the counting stage keeps as plain numbers, read at scrape time: its hot path
+    adds to a dict and never calls into prometheus_client."""
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        labelnames: tuple[str, ...],
+        read: Callable[[], Mapping[tuple[str, ...], int]],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name, self._doc, self._labelnames, self._read = name, doc, labelnames, read
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._doc, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._doc, labels=self._labelnames)
+        for values, count in sorted(self._read().items()):
+            family.add_metric(values, count)
         yield family
 
 

@@ -56,6 +56,25 @@ class OptOutRule(Section):
     )
 
 
+class LdpRule(OptOutRule):
+    """Sets `custom_data.opt_out_type=LDP` on matching events, and the state of residence.
+
+    Pinterest asks for the user's state with the LDP flag: `state` and `country` are added
+    (hashed like any user_data value) to matching events that lack `st` / `country`.
+    """
+
+    state: str | None = Field(
+        default=None,
+        min_length=1,
+        description="user_data.st added to matching events that lack one, e.g. ca",
+    )
+    country: str | None = Field(
+        default=None,
+        min_length=1,
+        description="user_data.country added to matching events that lack one, e.g. us",
+    )
+
+
 class SourceSettings(Section):
     """One Kafka topic and how its messages become Pinterest events."""
 
@@ -79,10 +98,23 @@ class SourceSettings(Section):
         default_factory=dict,
         description="Overrides of the Segment event-name table: event → Pinterest name or 'skip'",
     )
-    ldp: OptOutRule | None = Field(
-        default=None, description="Rule setting custom_data.opt_out_type=LDP"
+    ldp: LdpRule | list[LdpRule] | None = Field(
+        default=None,
+        description="Rule (or rules, e.g. one per state) setting custom_data.opt_out_type=LDP",
     )
     opt_out: OptOutRule | None = Field(default=None, description="Rule setting opt_out=true")
+    event_id_path: list[str] = Field(
+        default_factory=list,
+        description="Dotted paths tried in order for event_id, before the format's own",
+    )
+
+    @field_validator("event_id_path")
+    @classmethod
+    def _dotted_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not all(path.split(".")):
+                raise ValueError(f"{path!r} is not a dotted path such as properties.order_id")
+        return paths
 
     @property
     def source_name(self) -> str:

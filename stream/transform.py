@@ -6,13 +6,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import orjson
 
-from stream.decode import dotted
+from stream.decode import dotted, exact_number, text
 from stream.errors import ConfigurationError, InvalidMessage
 from stream.formats import FORMATS, Mapper, MapperFactory
+from stream.formats.base import Normalizing
 from stream.hashing import Hasher
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped, TransformResult
 from stream.settings import OptOutRule, Settings, SourceSettings
@@ -42,7 +43,7 @@ def _rule_text(value: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class MatchRule:
-    """A compiled `OptOutRule`: does the message's field hold one of the values?"""
+    """A compiled opt-out rule: does the message's field hold one of the values?"""
 
     path: tuple[str, ...]
     values: frozenset[str]
@@ -60,16 +61,44 @@ class MatchRule:
         return any(_rule_text(item) in self.values for item in candidates)
 
 
+AddedUserData: TypeAlias = tuple[tuple[str, tuple[str, ...]], ...]
+"""The user_data fields an LDP rule adds (`st`, `country`), with their hashes."""
+
+
+@dataclass(frozen=True, slots=True)
+class LdpRules:
+    """A source's compiled `LdpRule`s: per message field, each value that flags LDP and the
+    user_data its rule adds. Rules on one field (one per state) cost one lookup per message."""
+
+    fields: tuple[tuple[tuple[str, ...], Mapping[str, AddedUserData]], ...]
+
+    def match(self, message: Mapping[str, Any]) -> AddedUserData | None:
+        """What to add if a rule matches (possibly nothing), None if none does."""
+        for path, values in self.fields:
+            found = dotted(message, path)
+            for item in found if found.__class__ is list else (found,):
+                added = values.get(_rule_text(item) or "")
+                if added is not None:
+                    return added
+        return None
+
+
+IdPaths: TypeAlias = tuple[tuple[tuple[str, ...], str], ...]
+"""A source's `event_id_path`: each path split, and as written (for errors)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Source:
-    """Per-source state compiled once: the mapper, the default account and the privacy rules."""
+    """Per-source state compiled once: the mapper, the default account, where the event_id comes
+    from and the privacy rules (with the hashed user_data the LDP rule adds)."""
 
     source: SourceSettings
     mapper: Mapper
     spec_typed: bool
     ad_account_id: str | None
-    ldp: MatchRule | None
+    ldp: LdpRules | None
     opt_out: MatchRule | None
+    event_id_paths: IdPaths
 
 
 _IP_AND_USER_AGENT: Final = int(Signal.IP_AND_USER_AGENT)
@@ -121,6 +150,9 @@ class Transformer:
         # Keyed by identity: settings models are not hashable, and the source object is the one
         # the caller holds. The value keeps the source alive so its id cannot be reused.
         self._sources: dict[int, _Source] = {}
+        self._normalized: list[Mapping[str, int]] = []
+        self._ldp_without_state = 0
+        self._warned_ldp_without_state: set[str] = set()
         for source in settings.sources:
             self._compile(source)
 
@@ -132,16 +164,60 @@ class Transformer:
                 f"unknown format {source.format!r} (known: {', '.join(sorted(self._formats))})",
             )
         mapper = factory(source, self._hasher)
+        if isinstance(mapper, Normalizing):
+            self._normalized.append(mapper.normalized)
         compiled = _Source(
             source=source,
             mapper=mapper,
             spec_typed=mapper.spec_typed,
             ad_account_id=self._settings.ad_account_for(source),
-            ldp=MatchRule.of(source.ldp),
+            ldp=self._ldp_rules(source),
             opt_out=MatchRule.of(source.opt_out),
+            event_id_paths=tuple((tuple(path.split(".")), path) for path in source.event_id_path),
         )
         self._sources[id(source)] = compiled
         return compiled
+
+    def _ldp_rules(self, source: SourceSettings) -> LdpRules | None:
+        """The source's LDP rules with their `state` / `country` hashed once; on one value the
+        first rule listed wins."""
+        if source.ldp is None:
+            return None
+        rules = source.ldp if isinstance(source.ldp, list) else [source.ldp]
+        fields: dict[tuple[str, ...], dict[str, AddedUserData]] = {}
+        for index, rule in enumerate(rules):
+            added = []
+            for field, key, value in (
+                ("st", "state", rule.state),
+                ("country", "country", rule.country),
+            ):
+                if value is None:
+                    continue
+                hashed = self._hasher.hash_values(field, [value])
+                if not hashed:
+                    where = f"[{index}]" if isinstance(source.ldp, list) else ""
+                    raise ConfigurationError(
+                        f"sources.{source.source_name}.ldp{where}.{key}",
+                        "normalizes to nothing (DESIGN §2)",
+                    )
+                added.append((field, tuple(hashed)))
+            values = fields.setdefault(tuple(rule.field.split(".")), {})
+            for text_value in filter(None, map(_rule_text, rule.values)):
+                values.setdefault(text_value, tuple(added))
+        return LdpRules(tuple(fields.items()))
+
+    def normalized(self) -> dict[str, int]:
+        """Messages whose shape a format normalized instead of dead-lettering, per kind, over
+        every source so far (read at scrape time)."""
+        totals: dict[str, int] = {}
+        for counts in self._normalized:
+            for what, count in counts.items():
+                totals[what] = totals.get(what, 0) + count
+        return totals
+
+    def ldp_without_state(self) -> int:
+        """Events sent flagged LDP without `user_data.st` (Pinterest asks for the state)."""
+        return self._ldp_without_state
 
     def transform(
         self, source: SourceSettings, value: bytes | None, kafka_timestamp_ms: int | None
@@ -168,10 +244,17 @@ class Transformer:
         if mapped.__class__ is Skipped:
             return mapped
         event, message, own_account = mapped  # type: ignore[misc]
+        if compiled.event_id_paths:
+            _take_event_id(event, message, value, compiled.event_id_paths)
         if compiled.opt_out is not None and compiled.opt_out.matches(message):
             event["opt_out"] = True
-        if compiled.ldp is not None and compiled.ldp.matches(message):
-            self._flag_ldp(event)
+        added = None if compiled.ldp is None else compiled.ldp.match(message)
+        if added is not None:
+            _flag_ldp(event, added)
+            ldp = True
+        else:
+            # Only messages passed through can carry the flag themselves.
+            ldp = not compiled.spec_typed and _carries_ldp(event)
         body = orjson.dumps(event)
         if compiled.spec_typed:
             # The mapper (and the flags above) only build spec keys with spec types.
@@ -185,6 +268,8 @@ class Transformer:
         verdict = check_rules(event, self._clock())
         if verdict is not None:
             raise InvalidMessage(verdict.reason, verdict.message)
+        if ldp and "st" not in event["user_data"]:
+            self._count_ldp_without_state(compiled.source)
         # Positional: keyword arguments measurably slow the frozen dataclass on this hot path.
         return PinterestEvent(
             event["event_id"],
@@ -196,11 +281,44 @@ class Transformer:
             signals_of(event["user_data"]),
         )
 
-    @staticmethod
-    def _flag_ldp(event: dict[str, Any]) -> None:
-        custom = event.setdefault("custom_data", {})
-        if custom.__class__ is not dict:
-            return  # a malformed custom_data is the validator's to report
+    def _count_ldp_without_state(self, source: SourceSettings) -> None:
+        self._ldp_without_state += 1
+        name = source.source_name
+        if name not in self._warned_ldp_without_state:
+            self._warned_ldp_without_state.add(name)
+            logger.warning(
+                "source %s sends events flagged LDP without user_data.st: Pinterest asks for the "
+                "state of residence with LDP (set sources[].ldp.state, or send it); counted in "
+                "capi_stream_ldp_without_state_total, logged once",
+                name,
+            )
+
+
+def _take_event_id(
+    event: dict[str, Any],
+    message: Mapping[str, Any],
+    raw: bytes,
+    paths: IdPaths,
+) -> None:
+    """The first id found at the source's `event_id_path` replaces the format's choice."""
+    for path, name in paths:
+        found = dotted(message, path)
+        if found.__class__ is str:
+            if found:
+                event["event_id"] = found
+                return
+        elif found is not None:
+            if found.__class__ is float:
+                # orjson reads an integer beyond 64 bits as a float: two ids could become one.
+                found = exact_number(raw, path)
+            event["event_id"] = text(found, name)
+            return
+
+
+def _flag_ldp(event: dict[str, Any], user_data: AddedUserData) -> None:
+    """Flags LDP in `opt_out_type`; adds the rule's hashed `st` / `country` the event lacks."""
+    custom = event.setdefault("custom_data", {})
+    if custom.__class__ is dict:  # a malformed custom_data is the validator's to report
         existing = custom.get("opt_out_type")
         if existing.__class__ is str and existing:
             flags = [flag.strip() for flag in existing.split(",")]
@@ -208,3 +326,16 @@ class Transformer:
                 custom["opt_out_type"] = ",".join([*flags, "LDP"])
         else:
             custom["opt_out_type"] = "LDP"
+    person = event.get("user_data")
+    if user_data and person.__class__ is dict:
+        for field, hashes in user_data:
+            if field not in person:
+                person[field] = list(hashes)
+
+
+def _carries_ldp(event: Mapping[str, Any]) -> bool:
+    custom = event.get("custom_data")
+    if custom.__class__ is not dict:
+        return False
+    flags = custom.get("opt_out_type")
+    return flags.__class__ is str and any(flag.strip() == "LDP" for flag in flags.split(","))

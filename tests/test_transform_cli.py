@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import time
@@ -196,3 +197,121 @@ def test_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert completed.returncode == 2
     assert b"--source" in completed.stderr
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _ms(age_s: float) -> int:
+    return int((time.time() - age_s) * 1000)
+
+
+def test_multi_source_crm_event_becomes_an_offline_event(tmp_path: Path) -> None:
+    # The issue's CRM row: no action_source, which the `crm` source's default fills.
+    row = {
+        "event_name": "checkout",
+        "event_time": int(time.time()) - 60,
+        "event_id": "o-1",
+        "user_data": {"em": ["alice@example.com"]},
+        "custom_data": {"value": "12.5", "currency": "USD"},
+    }
+    config = str(REPO / "config" / "multi-source.yaml")
+    [out] = _transform(tmp_path, [orjson.dumps(row)], "--config", config, "--source", "crm")
+    OFFICIAL({"data": [out]})
+    assert out["action_source"] == "offline"
+    assert out["event_id"] == "o-1"
+    assert out["custom_data"] == {"value": "12.5", "currency": "USD"}
+    assert out["user_data"]["em"] == [hashlib.sha256(b"alice@example.com").hexdigest()]
+
+
+def _crm_export() -> list[bytes]:
+    """Lines as a CRM's export job writes them: numbers, ms and ISO times, LDP rows."""
+    rows: list[Any] = [
+        {
+            "event_name": "checkout",
+            "event_time": _ms(3600),
+            "event_id": "row-1",
+            "user_data": {
+                "em": "Alice@Example.com",
+                "ph": 4155550100.0,
+                "fn": "Alice",
+                "ln": "Smith",
+                "ct": "San Francisco",
+                "st": "CA",
+                "zp": 94107,
+                "external_id": 881234,
+            },
+            "custom_data": {
+                "currency": "USD",
+                "value": 72.39,
+                "order_id": 100045,
+                "num_items": 3,
+                "contents": [
+                    {"id": "sku-1", "item_price": 14.99, "quantity": 2},
+                    {"id": "sku-2", "item_price": 42.41, "quantity": 1},
+                ],
+            },
+        },
+        {
+            "event_name": "checkout",
+            "event_time": _iso(7200),
+            "event_id": "row-2",
+            "user_data": {"em": "bob@example.com", "st": "California"},
+            "custom_data": {"currency": "USD", "value": 0.1, "order_id": "100046"},
+        },
+        {
+            # A plugin's LDP flag in user_data, without the state: counted, still sent.
+            "event_name": "lead",
+            "event_time": str(_ms(600)),
+            "event_id": "row-3",
+            "user_data": {"em": "carol@example.com", "opt_out_type": "LDP"},
+        },
+        {
+            "event_name": "checkout",
+            "event_time": _ms(60),
+            "user_data": {"em": "dave@example.com"},
+            "custom_data": {"value": 12, "currency": "USD", "order_id": "X"},
+        },
+    ]
+    lines = [orjson.dumps(row) for row in rows]
+    # An order number beyond 64 bits, which orjson alone would read as a rounded float.
+    lines[3] = lines[3].replace(b'"X"', b"123456789012345678901234567890")
+    lines.append(orjson.dumps({**rows[1], "event_time": _ms(9 * 86400)}))
+    return lines
+
+
+def test_crm_offline_export(tmp_path: Path) -> None:
+    config = str(REPO / "config" / "crm-offline.yaml")
+    out = _transform(tmp_path, _crm_export(), "--config", config, "--source", "crm")
+    for produced in out[:4]:
+        OFFICIAL({"data": [produced]})
+        assert produced["action_source"] == "offline"
+    first, second, third, fourth = out[:4]
+    assert first["event_id"] == "100045"
+    assert abs(first["event_time"] - (time.time() - 3600)) < 60
+    assert first["custom_data"]["value"] == "72.39"
+    assert [c["item_price"] for c in first["custom_data"]["contents"]] == ["14.99", "42.41"]
+    assert first["user_data"]["ph"] == [hashlib.sha256(b"4155550100").hexdigest()]
+    assert first["user_data"]["zp"] == [hashlib.sha256(b"94107").hexdigest()]
+    # California: LDP, the state as sent and the rule's country.
+    state = [hashlib.sha256(b"ca").hexdigest()]
+    country = [hashlib.sha256(b"us").hexdigest()]
+    for californian in (first, second):
+        assert californian["custom_data"]["opt_out_type"] == "LDP"
+        assert californian["user_data"]["st"] == state
+        assert californian["user_data"]["country"] == country
+    assert second["event_id"] == "100046"
+    assert abs(second["event_time"] - (time.time() - 7200)) < 60
+    assert second["custom_data"]["value"] == "0.1"
+    assert third["event_id"] == "row-3"
+    assert third["custom_data"] == {"opt_out_type": "LDP"}
+    assert "opt_out_type" not in third["user_data"]
+    assert abs(third["event_time"] - (time.time() - 600)) < 60
+    assert fourth["event_id"] == "123456789012345678901234567890"
+    assert fourth["custom_data"]["value"] == "12"
+    assert out[4] == {
+        "dead_letter": {"reason": "too_old", "message": "event_time: older than 7 days"}
+    }
+    text = b"\n".join(orjson.dumps(o) for o in out).decode()
+    for raw in ("Alice@Example.com", "alice", "4155550100", "San Francisco", "881234"):
+        assert raw not in text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from stream.hashing import Hasher
 from stream.models import Skipped
@@ -38,6 +38,18 @@ class Mapper(Protocol):
 
     def map(self, value: bytes, kafka_timestamp_ms: int | None) -> Mapped | Skipped:
         """The event for one message's value (never None: the caller dead-letters tombstones)."""
+        ...
+
+
+@runtime_checkable
+class Normalizing(Protocol):
+    """A mapper that also counts the message shapes it normalized instead of dead-lettering
+    them, per kind (a bounded set): `capi_stream_normalized_total{what}` sums them at scrape
+    time, so counting costs the hot path one dict add."""
+
+    @property
+    def normalized(self) -> Mapping[str, int]:
+        """Messages normalized so far, per kind."""
         ...
 
 

@@ -18,9 +18,11 @@ class FakeClock:
         return self.now
 
 
-def event(event_id: str, event_name: str = "checkout", padding: int = 0) -> PinterestEvent:
+def event(
+    event_id: str, event_name: str = "checkout", padding: int = 0, action_source: str = "web"
+) -> PinterestEvent:
     body = orjson.dumps({"event_id": event_id, "event_name": event_name, "pad": "x" * padding})
-    return PinterestEvent(event_id, event_name, "web", 1_700_000_000, None, body)
+    return PinterestEvent(event_id, event_name, action_source, 1_700_000_000, None, body)
 
 
 def test_emits_exactly_at_max_events() -> None:
@@ -93,6 +95,20 @@ def test_same_event_id_and_name_is_sent_once_and_settles_all_copies() -> None:
     ]
     assert batch.tokens == ((1, 2), (3,))
     assert batch.copies == 3
+
+
+def test_offline_events_are_never_merged() -> None:
+    # Pinterest never deduplicates offline events: two CRM rows with one order id count twice.
+    batcher: Batcher[int] = Batcher(1000, 1_000_000, 0.5, FakeClock())
+    batcher.add(KEY, event("o-1", action_source="offline"), 1)
+    batcher.add(KEY, event("o-1", action_source="offline"), 2)
+    batcher.add(KEY, event("o-1"), 3)
+    batcher.add(KEY, event("o-1", action_source="app_ios"), 4)
+    batcher.add(KEY, event("o-1", action_source="offline"), 5)
+    [batch] = batcher.flush()
+    assert [e.action_source for e in batch.events] == ["offline", "offline", "web", "offline"]
+    assert batch.tokens == ((1,), (2,), (3, 4), (5,))
+    assert batch.copies == 5
 
 
 def test_keys_are_batched_separately_including_the_test_flag() -> None:

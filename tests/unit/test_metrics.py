@@ -242,6 +242,25 @@ def test_readiness_is_read_at_scrape_time(registry: CollectorRegistry, metrics: 
     assert value(registry, "capi_stream_ready") == 1
 
 
+def test_transformer_counts_are_read_at_scrape_time(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    normalized = {"value_number": 0, "event_time_ms": 0}
+    ldp_without_state = [0]
+    metrics.watch_transformer(lambda: normalized, lambda: ldp_without_state[0])
+    assert value(registry, "capi_stream_normalized_total", what="value_number") == 0
+    assert value(registry, "capi_stream_ldp_without_state_total") == 0
+    normalized["value_number"] += 2
+    ldp_without_state[0] = 5
+    assert value(registry, "capi_stream_normalized_total", what="value_number") == 2
+    assert value(registry, "capi_stream_normalized_total", what="event_time_ms") == 0
+    assert value(registry, "capi_stream_ldp_without_state_total") == 5
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    assert families["capi_stream_normalized"].type == "counter"
+
+
 def _stats(partitions: dict[str, dict[str, object]]) -> bytes:
     return orjson.dumps({"topics": {"web": {"partitions": partitions}}})
 

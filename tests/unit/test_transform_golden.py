@@ -9,7 +9,10 @@ re-recorded with `python -m tests.unit.test_transform_golden`:
 - a string `traits.address` is reported as "…address: expected an object" (it was an unexpected
   KeyError);
 - a float with an integral value is read as the integer's digits (a CRM export's phone
-  4155550100.0 is 4155550100, not 41555501000): one message, whose `lastName` is -3.0.
+  4155550100.0 is 4155550100, not 41555501000): one message, whose `lastName` is -3.0;
+- the `pinterest` format normalizes what CRM exports write (numbers for `custom_data.value`,
+  `order_id` and `event_id`, `event_time` as ISO-8601, digits in a string or a float): five
+  mutated messages of the `crm` source, still dead letters, now for the next problem they carry.
 """
 
 from __future__ import annotations
