@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, TypeVar
 
 import orjson
@@ -175,6 +175,12 @@ class Metrics:
             ["ad_account", "warning"],
         )
         self.resilience_events = ResilienceCounters(registry)
+        self.truncated_values = ScrapedCounter(
+            f"{PREFIX}_truncated_values",
+            "Values dropped by the per-message caps (50 distinct per hashed field, 1,000 contents)",
+            "field",
+            registry,
+        )
         self.quality = QualityMetrics(registry)
 
         self._events: dict[tuple[str, str, str], CounterChild] = {}
@@ -349,6 +355,10 @@ class Metrics:
         self.setup_error.labels(ad_account).set(0 if status is None else 1)
         self.setup_error_status.labels(ad_account).set(status or 0)
 
+    def watch_truncation(self, counts: Mapping[str, int]) -> None:
+        """Exports `truncated_values_total{field}` from the transformer's live per-field counts."""
+        self.truncated_values.counts = counts
+
     def watch_readiness(self, is_ready: Callable[[], bool]) -> None:
         """Evaluates readiness at scrape time, the same way /readyz does."""
         self.ready.set_function(lambda: 1.0 if is_ready() else 0.0)
@@ -458,6 +468,25 @@ class ResilienceCounters(Collector):
         family = CounterMetricFamily(self.NAME, self.DOC, labels=self.LABELS)
         for labels, value in sorted(totals.items()):
             family.add_metric(labels, value)
+        yield family
+
+
+class ScrapedCounter(Collector):
+    """A counter with one label whose values a hot-path stage keeps in a plain dict of its
+    own: read at scrape time, so counting costs the stage an integer add and no call here."""
+
+    def __init__(self, name: str, doc: str, label: str, registry: CollectorRegistry) -> None:
+        self._name, self._doc, self._label = name, doc, label
+        self.counts: Mapping[str, int] = {}
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._doc, labels=(self._label,))
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._doc, labels=(self._label,))
+        for value, count in list(self.counts.items()):
+            family.add_metric((value,), count)
         yield family
 
 

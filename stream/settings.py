@@ -83,6 +83,11 @@ class SourceSettings(Section):
         default=None, description="Rule setting custom_data.opt_out_type=LDP"
     )
     opt_out: OptOutRule | None = Field(default=None, description="Rule setting opt_out=true")
+    url_parameters_kept: list[str] = Field(
+        default_factory=lambda: ["epik", "utm_*"],
+        description="event_source_url query parameters kept even when their value looks like an "
+        "email or a phone number (glob patterns, case-insensitive); others such are removed",
+    )
 
     @property
     def source_name(self) -> str:

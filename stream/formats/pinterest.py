@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from stream.decode import decode_json_object, texts
 from stream.errors import InvalidMessage
-from stream.formats.base import Mapped
+from stream.formats.base import MAX_CONTENTS, Mapped
 from stream.hashing import Hasher
 from stream.settings import SourceSettings
 from stream.spec import HASHED_FIELDS
@@ -60,6 +60,9 @@ class PinterestMapper:
                 if compacted.__class__ is dict and "contents" in compacted:
                     contents = compacted["contents"]
                     if contents.__class__ is list:
+                        if len(contents) > MAX_CONTENTS:
+                            self._hasher.truncated["contents"] += len(contents) - MAX_CONTENTS
+                            contents = contents[:MAX_CONTENTS]
                         contents = [_compact(item) for item in contents]
                         compacted["contents"] = [item for item in contents if not _empty(item)]
                 compacted = _compact(compacted)
@@ -99,5 +102,8 @@ class PinterestMapper:
             else:
                 # The spec leaves user_data open, but an unknown key could carry raw PII to
                 # Pinterest unhashed; refuse it rather than forward it.
-                raise InvalidMessage("invalid_event", f"user_data.{key}: unknown field")
+                # Named by what it is not: the key itself may be the personal data.
+                raise InvalidMessage(
+                    "invalid_event", "user_data: unknown key (not a Pinterest user_data field)"
+                )
         return user_data
