@@ -246,6 +246,7 @@ class App:
                 await asyncio.gather(prefetch, return_exceptions=True)
 
     async def _ingest_in_slices(self, records: list[SourceRecord]) -> None:
+        """`_ingest` for slices of at most INGEST_SLICE_BYTES, yielding to the loop between."""
         # One C-level pass over the poll; a usual poll is a single slice.
         if sum(map(len, filter(None, map(_VALUE, records)))) <= INGEST_SLICE_BYTES:
             self._ingest(records)

@@ -42,7 +42,9 @@ MAX_FUTURE_S: Final = 300
 MAX_AGE_S: Final = 7 * 24 * 3600
 MAX_SHAPES: Final = 1024
 UNKNOWN_KEY: Final = "<unknown key>"
-_PATH_PARTS: Final = re.compile(r"[^.\[]+|\[[0-9]+\]")
+# A key and its array indexes; an index of 7+ digits is no array position a message under
+# kafka.max_message_bytes can have, but could be a phone number in a key.
+_PATH_SEGMENT: Final = re.compile(r"([^.\[\]]*)(?:\[[0-9]{1,6}\])*")
 
 _TYPES: Final[Mapping[str, frozenset[type]]] = {
     "string": frozenset({str}),
@@ -329,16 +331,16 @@ def safe_path(path: str) -> str:
     `<unknown key>`: an input key may be anything, an email address included. The validator
     never looks inside an unknown key, so nothing after it is worth naming."""
     vocabulary = _vocabulary()
-    safe = ""
-    for part in _PATH_PARTS.findall(path):
-        if part[0] == "[":
-            safe += part
-            continue
-        known = part in vocabulary
-        safe += ("." if safe else "") + (part if known else UNKNOWN_KEY)
-        if not known:
+    safe: list[str] = []
+    for segment in path.split("."):
+        match = _PATH_SEGMENT.fullmatch(segment)
+        key = match[1] if match is not None else None
+        # Only the first segment may be a bare index (a problem in a top-level array).
+        if key is None or (key not in vocabulary and (key or safe)):
+            safe.append(UNKNOWN_KEY)
             break
-    return safe
+        safe.append(segment)
+    return ".".join(safe)
 
 
 def event_problem(event: Any) -> Problem | None:

@@ -299,6 +299,10 @@ def test_an_unknown_user_data_key_is_named_by_what_it_is_not() -> None:
         ("custom_data.alice@example.com", f"custom_data.{UNKNOWN_KEY}"),
         ("app_info.x.app_id[0]", f"app_info.{UNKNOWN_KEY}"),
         ("custom_data.contents[0].4155550100", f"custom_data.contents[0].{UNKNOWN_KEY}"),
+        ("[3].event_id", "[3].event_id"),
+        ("custom_data.[12]", f"custom_data.{UNKNOWN_KEY}"),
+        ("custom_data.value[4155550100]", f"custom_data.{UNKNOWN_KEY}"),
+        ("custom_data.contents[1][2]", "custom_data.contents[1][2]"),
     ],
 )
 def test_safe_path_keeps_spec_names_and_stops_at_the_first_unknown_key(
