@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import time
+from operator import attrgetter
 
 from prometheus_client import CollectorRegistry
 
@@ -31,8 +32,14 @@ log = logging.getLogger(__name__)
 POLL_MAX_MESSAGES = 1000
 POLL_TIMEOUT_S = 0.1
 TEST_MODE_MAX_EVENTS = 20
-# Fixed per-message cost of the Python objects (record, ticket, event) beyond the bytes.
-RECORD_OVERHEAD_BYTES = 600
+# Per-message RSS of what is held beyond the raw value and the encoded event (record, ticket,
+# event, offset, batch slot): 720-950 B measured by benchmarks/bench_buffer_memory.py.
+RECORD_OVERHEAD_BYTES = 900
+# A poll is transformed in slices of about this many bytes, yielding to the event loop between
+# them: 1,000 messages near kafka.max_message_bytes would otherwise hold it (and /healthz) for
+# seconds. The worst messages cost < 50 ms of CPU per MB (benchmarks/bench_worst_message.py).
+INGEST_SLICE_BYTES = 4 * 1024 * 1024
+_VALUE = attrgetter("value")
 # Survivors of start-up are frozen out of the collector; these thresholds keep the young
 # generation from being scanned every few hundred allocations on the hot path.
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -66,7 +73,9 @@ class App:
         )
         self.transformer = Transformer(settings, time.time)
         self.metrics.watch_transformer(
-            self.transformer.normalized, self.transformer.ldp_without_state
+            self.transformer.normalized,
+            self.transformer.ldp_without_state,
+            lambda: self.transformer.truncated,
         )
         token = settings.pinterest.token_value() or ""
         self.client = PinterestClient(
@@ -231,7 +240,7 @@ class App:
                     # only with room for it, so the buffer cap is still crossed by one poll at most.
                     prefetch = asyncio.create_task(source.poll(POLL_MAX_MESSAGES, POLL_TIMEOUT_S))
                 if records:
-                    self._ingest(records)
+                    await self._ingest_in_slices(records)
                 for batch in self.batcher.due():
                     self.dispatcher.submit(batch)
                 self.metrics.buffer_changed(buffer.events, buffer.bytes)
@@ -239,6 +248,24 @@ class App:
             if prefetch is not None:
                 # Untracked records are simply consumed again by whoever owns them next.
                 await asyncio.gather(prefetch, return_exceptions=True)
+
+    async def _ingest_in_slices(self, records: list[SourceRecord]) -> None:
+        """`_ingest` for slices of at most INGEST_SLICE_BYTES, yielding to the loop between."""
+        # One C-level pass over the poll; a usual poll is a single slice.
+        if sum(map(len, filter(None, map(_VALUE, records)))) <= INGEST_SLICE_BYTES:
+            self._ingest(records)
+            return
+        start = size = 0
+        for index, record in enumerate(records):
+            value_bytes = len(record.value or b"")
+            if size + value_bytes > INGEST_SLICE_BYTES and index > start:
+                # Records are tracked when their slice is ingested, so a rebalance during the
+                # pause leaves the revoked partitions' records unprocessed, as it should.
+                self._ingest(records[start:index])
+                await asyncio.sleep(0)
+                start, size = index, 0
+            size += value_bytes
+        self._ingest(records[start:])
 
     def _ingest(self, records: list[SourceRecord]) -> None:
         settlement = self.settlement
@@ -258,13 +285,16 @@ class App:
                 topic = record.topic
                 counts[topic] = counts.get(topic, 0) + 1
                 value = record.value
-                # The raw value stays for the DLQ and its encoded event is about as large again.
-                size = RECORD_OVERHEAD_BYTES + (len(value) * 2 if value else 0)
+                # Transformer.transform never raises: bad input comes back as a DeadLetter.
+                result = transform(sources[topic], value, record.timestamp_ms)
+                # Held until settled: the raw value (for the DLQ), the encoded event and the
+                # objects around them.
+                size = RECORD_OVERHEAD_BYTES + (len(value) if value else 0)
+                if type(result) is PinterestEvent:
+                    size += len(result.body)
                 held += 1
                 held_bytes += size
                 ticket = Ticket(record, epoch, size)
-                # Transformer.transform never raises: bad input comes back as a DeadLetter.
-                result = transform(sources[topic], value, record.timestamp_ms)
                 if type(result) is PinterestEvent:
                     account = result.ad_account_id or self._default_account[topic]
                     key = keys.get(account)

@@ -200,13 +200,15 @@ class Hasher:
     8,192 entries of a few hundred bytes: about 30 MB even if every value is distinct).
 
     A field keeps at most `MAX_VALUES_PER_FIELD` distinct hashes per event; what a hostile
-    message carries beyond that is dropped and counted in `truncated` (per field).
+    message carries beyond that is dropped without being hashed and counted in `truncated`.
+    The mappers count the `contents` items they drop there too: the hasher is what every
+    format shares.
     """
 
     def __init__(self, cache_size: int = 8192) -> None:
         self._cache_size = cache_size
         self._memo: dict[str, dict[str, str]] = {field: {} for field in HASHED_FIELDS}
-        self.truncated: dict[str, int] = dict.fromkeys(HASHED_FIELDS, 0)
+        self.truncated: dict[str, int] = dict.fromkeys((*HASHED_FIELDS, "contents"), 0)
 
     @property
     def memos(self) -> Mapping[str, Mapping[str, str]]:
@@ -233,12 +235,18 @@ class Hasher:
             return [only] if only else []
         result: list[str] = []
         seen: set[str] = set()
-        for value in values:
+        for index, value in enumerate(values):
             hexdigest = self.one(field, value)
             if hexdigest and hexdigest not in seen:
-                if len(result) == MAX_VALUES_PER_FIELD:
-                    self.truncated[field] += 1
-                    continue
                 seen.add(hexdigest)
                 result.append(hexdigest)
+                if len(result) == MAX_VALUES_PER_FIELD:
+                    self._count_dropped(field, values, index + 1)
+                    break
         return result
+
+    def _count_dropped(self, field: str, values: list[str], start: int) -> None:
+        """Counts the values from `start` on, past the cap, without hashing them (a hostile
+        message may carry a million); a verbatim repeat of an earlier value is no loss."""
+        earlier = set(values[:start])
+        self.truncated[field] += sum(1 for value in values[start:] if value not in earlier)

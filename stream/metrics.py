@@ -354,9 +354,19 @@ class Metrics:
         self.ready.set_function(lambda: 1.0 if is_ready() else 0.0)
 
     def watch_transformer(
-        self, normalized: Callable[[], Mapping[str, int]], ldp_without_state: Callable[[], int]
+        self,
+        normalized: Callable[[], Mapping[str, int]],
+        ldp_without_state: Callable[[], int],
+        truncated: Callable[[], Mapping[str, int]],
     ) -> None:
         """Exports what the transformer counts in plain numbers, read at scrape time."""
+        ScrapedCounter(
+            f"{PREFIX}_truncated_values",
+            "Values dropped by the per-message caps (50 distinct per hashed field, 1,000 contents)",
+            ("field",),
+            lambda: {(field,): count for field, count in truncated().items()},
+            self.registry,
+        )
         ScrapedCounter(
             f"{PREFIX}_normalized",
             "Messages whose shape was normalized instead of dead-lettered, by kind",

@@ -108,6 +108,12 @@ class SourceSettings(Section):
         description="Dotted paths tried in order for event_id, before the format's own",
     )
 
+    url_parameters_kept: list[str] = Field(
+        default_factory=lambda: ["epik", "utm_*"],
+        description="event_source_url query parameters kept even when their value looks like an "
+        "email or a phone number (glob patterns, case-insensitive); others such are removed",
+    )
+
     @field_validator("event_id_path")
     @classmethod
     def _dotted_paths(cls, paths: list[str]) -> list[str]:

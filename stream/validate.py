@@ -5,7 +5,8 @@ dict, scalar leaves are a set of allowed Python types (so `bool` never passes fo
 and `anyOf` branches that share one `$ref` check the properties once and then only the
 `required` lists. A keyword the compiler does not know fails compilation, so a spec update
 cannot silently weaken validation. Problems are `(path, message)` pairs that name fields, never
-values, so they are safe for logs and dead-letter headers.
+values; an unknown key is named as the message wrote it, so what goes into logs and dead-letter
+headers passes the path through `safe_path` first.
 
 On the forwarder's hot path `encoded_checker` answers first: the same schema compiled into msgspec
 struct types checks the event's JSON encoding in C, several times faster than the closures. Only
@@ -15,6 +16,7 @@ problem.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
@@ -39,6 +41,10 @@ Rule = type | Check
 MAX_FUTURE_S: Final = 300
 MAX_AGE_S: Final = 7 * 24 * 3600
 MAX_SHAPES: Final = 1024
+UNKNOWN_KEY: Final = "<unknown key>"
+# A key and its array indexes; an index of 7+ digits is no array position a message under
+# kafka.max_message_bytes can have, but could be a phone number in a key.
+_PATH_SEGMENT: Final = re.compile(r"([^.\[\]]*)(?:\[[0-9]{1,6}\])*")
 
 _TYPES: Final[Mapping[str, frozenset[type]]] = {
     "string": frozenset({str}),
@@ -291,6 +297,50 @@ def event_checker() -> Rule:
     root = schema("ConversionEvents")
     event_schema = {**root["properties"]["data"]["items"], "definitions": root["definitions"]}
     return compile_schema(event_schema)
+
+
+@cache
+def _vocabulary() -> frozenset[str]:
+    """Every property name of the event schema, at any depth."""
+    root = schema("ConversionEvents")
+    definitions = root["definitions"]
+    names: set[str] = set()
+    followed: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref not in followed:
+                followed.add(ref)
+                walk(definitions[ref.rsplit("/", 1)[-1]])
+            properties = node.get("properties")
+            if isinstance(properties, dict):
+                names.update(properties)
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(root["properties"]["data"]["items"])
+    return frozenset(names)
+
+
+def safe_path(path: str) -> str:
+    """`path` up to its first key that is not a spec property name, which becomes
+    `<unknown key>`: an input key may be anything, an email address included. The validator
+    never looks inside an unknown key, so nothing after it is worth naming."""
+    vocabulary = _vocabulary()
+    safe: list[str] = []
+    for segment in path.split("."):
+        match = _PATH_SEGMENT.fullmatch(segment)
+        key = match[1] if match is not None else None
+        # Only the first segment may be a bare index (a problem in a top-level array).
+        if key is None or (key not in vocabulary and (key or safe)):
+            safe.append(UNKNOWN_KEY)
+            break
+        safe.append(segment)
+    return ".".join(safe)
 
 
 def event_problem(event: Any) -> Problem | None:

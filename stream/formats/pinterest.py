@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from stream.decode import decimal, decode_json_object, exact_number, text, texts
 from stream.errors import InvalidMessage
-from stream.formats.base import Mapped
+from stream.formats.base import MAX_CONTENTS, Mapped
 from stream.hashing import Hasher
 from stream.settings import SourceSettings
 from stream.spec import HASHED_FIELDS
@@ -145,6 +145,9 @@ class PinterestMapper:
         contents = nested["contents"]
         if contents.__class__ is not list:
             return
+        if len(contents) > MAX_CONTENTS:
+            self._hasher.truncated["contents"] += len(contents) - MAX_CONTENTS
+            contents = contents[:MAX_CONTENTS]
         items = [_compact(item) for item in contents]
         nested["contents"] = [item for item in items if not _empty(item)]
         if not prices:
@@ -247,5 +250,8 @@ class PinterestMapper:
             elif key != "opt_out_type":  # moved to custom_data by `map`
                 # The spec leaves user_data open, but an unknown key could carry raw PII to
                 # Pinterest unhashed; refuse it rather than forward it.
-                raise InvalidMessage("invalid_event", f"user_data.{key}: unknown field")
+                # Named by what it is not: the key itself may be the personal data.
+                raise InvalidMessage(
+                    "invalid_event", "user_data: unknown key (not a Pinterest user_data field)"
+                )
         return user_data

@@ -90,7 +90,9 @@ class CsvMapper:
 def test_a_format_registered_through_the_protocol_alone_maps_messages() -> None:
     mapper: Mapper = CsvMapper(SourceSettings(topic="t"), Hasher())  # satisfies the protocol
     assert mapper.spec_typed is False
-    settings = Settings(sources=[SourceSettings(topic="t")])
+    settings = Settings(
+        pinterest={"allowed_ad_accounts": ["222"]}, sources=[SourceSettings(topic="t")]
+    )
     source = settings.sources[0].model_copy(
         update={
             "format": "csv",

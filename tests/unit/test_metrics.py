@@ -247,7 +247,7 @@ def test_transformer_counts_are_read_at_scrape_time(
 ) -> None:
     normalized = {"value_number": 0, "event_time_ms": 0}
     ldp_without_state = [0]
-    metrics.watch_transformer(lambda: normalized, lambda: ldp_without_state[0])
+    metrics.watch_transformer(lambda: normalized, lambda: ldp_without_state[0], dict)
     assert value(registry, "capi_stream_normalized_total", what="value_number") == 0
     assert value(registry, "capi_stream_ldp_without_state_total") == 0
     normalized["value_number"] += 2

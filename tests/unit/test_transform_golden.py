@@ -12,7 +12,14 @@ re-recorded with `python -m tests.unit.test_transform_golden`:
   4155550100.0 is 4155550100, not 41555501000): one message, whose `lastName` is -3.0;
 - the `pinterest` format normalizes what CRM exports write (numbers for `custom_data.value`,
   `order_id` and `event_id`, `event_time` as ISO-8601, digits in a string or a float): five
-  mutated messages of the `crm` source, still dead letters, now for the next problem they carry.
+  mutated messages of the `crm` source, still dead letters, now for the next problem they carry;
+- dead-letter messages name no key outside the spec (issue 15): an unknown `user_data` key is
+  "user_data: unknown key (not a Pinterest user_data field)", any other schema path is cut at
+  its first unknown key, shown as `<unknown key>` (19 Pinterest-format messages);
+- a message routed to an ad account outside the configured ones is `invalid_event`
+  "ad_account_id: not one of the configured ad accounts" (issue 15, DESIGN §3): one
+  Pinterest-format message whose planted `ad_account_id` is 19900131; the recorded ones route
+  to 123, which `allowed_ad_accounts` lists.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from stream.transform import Transformer
 
 GOLDEN = Path(__file__).parent.parent / "data" / "transform_golden.jsonl.gz"
 NOW = 1_795_000_000.0
+# The Pinterest-format messages route themselves to ad account 123: an allowed one.
+PINTEREST: dict[str, Any] = {"ad_account_id": "42", "allowed_ad_accounts": ["123"]}
 SOURCES: list[dict[str, Any]] = [
     {"topic": "web"},
     {
@@ -78,7 +87,7 @@ def test_results_are_byte_identical_to_the_recorded_ones(
     hash_cache_size: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)  # hostile inputs log unexpected errors by design
-    settings = Settings(pinterest={"ad_account_id": "42"}, sources=SOURCES)
+    settings = Settings(pinterest=PINTEREST, sources=SOURCES)
     transformer = Transformer(settings, clock=lambda: NOW, hash_cache_size=hash_cache_size)
     golden = _golden()
     assert len(golden) > 900
@@ -99,7 +108,7 @@ def test_results_are_byte_identical_to_the_recorded_ones(
 
 def rerecord() -> None:
     """Records the current results: only after a deliberate change, named in the docstring."""
-    settings = Settings(pinterest={"ad_account_id": "42"}, sources=SOURCES)
+    settings = Settings(pinterest=PINTEREST, sources=SOURCES)
     transformer = Transformer(settings, clock=lambda: NOW)
     lines = _golden()
     changed = 0

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.urls import UrlScrubber, holds_personal_data
+from stream.urls import MAX_PARAMETERS, UrlScrubber, holds_personal_data
 
 
 @pytest.mark.parametrize(
@@ -80,3 +80,9 @@ def test_a_huge_hostile_value_is_checked_in_linear_time() -> None:
     value = "a" * 200_000 + "@" + "b" * 200_000
     assert holds_personal_data(value) is False
     assert holds_personal_data(value + ".co") is True
+
+
+def test_parameters_beyond_the_cap_are_dropped_unexamined() -> None:
+    query = [f"x{i}=1" for i in range(MAX_PARAMETERS + 10)]
+    url = "https://shop.example/p?" + "&".join(query)
+    assert UrlScrubber().scrub(url) == "https://shop.example/p?" + "&".join(query[:MAX_PARAMETERS])
