@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 from hypothesis import HealthCheck, Phase, given, settings
@@ -150,11 +151,14 @@ def check_fitted(letter_value: bytes, headers: dict[str, str], original: bytes) 
     return True
 
 
+# Each example maps its messages twice (forwarder and prediction): seconds once per-message work
+# is linear, minutes while 10^5 values are de-duplicated quadratically.
+@pytest.mark.timeout(900)
 @settings(
     max_examples=2,
     deadline=None,
     database=None,
-    phases=(Phase.explicit, Phase.generate),
+    phases=(Phase.explicit, Phase.generate),  # shrinking megabytes is hopeless
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
