@@ -1,10 +1,14 @@
 """Hypothesis strategies for hostile Kafka messages: bytes, deep JSON, huge and odd strings,
-and real generated messages with a wrong-typed value planted at a random place."""
+real generated messages with a wrong-typed value planted at a random place, arrays of 10^4 to
+10^5 items, messages close to 1 MiB on either side of `kafka.max_message_bytes`, and
+pinterest-format messages naming an ad account that is not configured."""
 
 from __future__ import annotations
 
 import json
+import random
 import time
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
@@ -15,6 +19,13 @@ from traffic.generator import ClickstreamGenerator
 
 # Kafka's default limit is 1 MB per message; stay under it with room for the key.
 HUGE = 600_000
+MIB = 1024 * 1024
+# Messages close to `kafka.max_message_bytes` (default 1 MiB), on both sides of it. Topics that
+# carry them need a larger max.message.bytes than the broker's default (1,048,588).
+NEAR_LIMIT = st.integers(MIB - 4096, MIB + 4096)
+SOURCE_TOPIC_MAX_BYTES = 4 * MIB
+# Distinct values in one array: 10^5 short emails make about 1.3 MB, products about 1.5 MB.
+LARGE_ITEMS = st.integers(10_000, 100_000)
 UNICODE_EDGES = (
     "\\ud800",  # a lone surrogate, as JSON escapes it
     "\u0000",
@@ -111,3 +122,94 @@ def hostile_message(crm: bool = False) -> st.SearchStrategy[bytes]:
         wrong_type_somewhere(crm=crm),
         st.sampled_from(UNICODE_EDGES).map(lambda s: orjson.dumps({"type": "page", "userId": s})),
     )
+
+
+def distinct_emails(count: int, tag: str = "u") -> list[str]:
+    """`count` different short addresses (about 12 bytes each)."""
+    return [f"{tag}{i:x}@x.io" for i in range(count)]
+
+
+@st.composite
+def large_array(draw: st.DrawFn, crm: bool = False) -> bytes:
+    """A valid message with 10^4 to 10^5 distinct emails, phones or products."""
+    count = draw(LARGE_ITEMS)
+    what = draw(st.sampled_from(("emails", "phones", "products")))
+    if crm:
+        message = _crm_message()
+        if what == "products":
+            contents = [{"id": f"{i:x}", "quantity": 1} for i in range(count)]
+            message["custom_data"]["contents"] = contents
+        elif what == "phones":
+            message["user_data"]["ph"] = [f"+1 628 {i:07d}" for i in range(count)]
+        else:
+            message["user_data"]["em"] = distinct_emails(count)
+        return orjson.dumps(message)
+    message = orjson.loads(orjson.dumps(draw(st.sampled_from(valid_messages()))))
+    if what == "products":
+        message.update(type="track", event="Order Completed")
+        message.setdefault("properties", {})["products"] = [{"sku": f"{i:x}"} for i in range(count)]
+    else:
+        traits = message.setdefault("context", {}).setdefault("traits", {})
+        if what == "phones":
+            traits["phone"] = [f"+1 628 {i:07d}" for i in range(count)]
+        else:
+            traits["email"] = distinct_emails(count)
+    return orjson.dumps(message)
+
+
+@st.composite
+def near_limit(draw: st.DrawFn, crm: bool = False) -> bytes:
+    """Exactly `NEAR_LIMIT` bytes: a valid message padded with a long string (an ignored
+    property, or one long email for the pinterest format), or bytes that are not JSON and do not
+    compress (a dead letter of them must be cut to fit a smaller dead-letter topic)."""
+    size = draw(NEAR_LIMIT)
+    if draw(st.booleans()):
+        return random.Random(draw(st.integers(0, 2**32))).randbytes(size)
+    if crm:
+        message = _crm_message()
+        message["user_data"]["em"] = ["@example.com"]
+        padding = size - len(orjson.dumps(message))
+        message["user_data"]["em"] = ["x" * padding + "@example.com"]
+    else:
+        message = orjson.loads(orjson.dumps(draw(st.sampled_from(valid_messages()))))
+        properties = message.setdefault("properties", {})
+        properties["notes"] = ""
+        properties["notes"] = "x" * (size - len(orjson.dumps(message)))
+    value = orjson.dumps(message)
+    assert len(value) == size
+    return value
+
+
+def unknown_account(configured: Collection[str]) -> st.SearchStrategy[bytes]:
+    """A valid pinterest-format message whose `ad_account_id` is well formed (1 to 18 digits,
+    as a string or a number) but not one of `configured`."""
+    accounts = st.from_regex(r"\A[1-9][0-9]{0,17}\Z", fullmatch=True).filter(
+        lambda account: account not in configured
+    )
+
+    def message(account: str, as_number: bool) -> bytes:
+        event = _crm_message() | {"ad_account_id": int(account) if as_number else account}
+        return orjson.dumps(event)
+
+    return st.builds(message, accounts, st.booleans())
+
+
+class Blob:
+    """A message shown by its size and first bytes, so that a failing example's report stays
+    short (Hypothesis would otherwise print how it was built, megabytes included)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Blob({len(self.value):,} bytes: {self.value[:60]!r}...)"
+
+    def _repr_pretty_(self, printer: Any, _cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+def poison_message(crm: bool = False) -> st.SearchStrategy[Blob]:
+    """The expensive kinds: huge arrays and messages near 1 MiB (draw few of them)."""
+    return st.one_of(large_array(crm=crm), near_limit(crm=crm)).map(Blob)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+
+from tests.soak.poison import PoisonPlan
 
 Action = Literal["api_fault", "kill_9", "broker_restart", "scale"]
 
@@ -39,7 +41,8 @@ CLEAR: Final[dict[str, Any]] = {
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """How much chaos: durations in seconds of each API fault, and the process faults."""
+    """How much chaos: durations in seconds of each API fault, the process faults, and the
+    poison injected mid-stream."""
 
     events: int
     window_s: float
@@ -47,6 +50,7 @@ class Plan:
     kills: int
     broker_restart: bool
     consumers: tuple[int, ...]
+    poison: PoisonPlan = field(default_factory=PoisonPlan)
 
     @classmethod
     def full(cls, window_s: float, events: int) -> Plan:
@@ -64,6 +68,7 @@ class Plan:
             kills=5,
             broker_restart=True,
             consumers=(1, 3, 1),
+            poison=PoisonPlan.full(),
         )
 
     @classmethod
@@ -82,6 +87,7 @@ class Plan:
             kills=2,
             broker_restart=False,
             consumers=(1, 2, 1),
+            poison=PoisonPlan.short(),
         )
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
+from tests.soak.poison import Poison
 from tests.soak.workload import Expectation, hashes_digest
 
 Location = tuple[str, int, int]
@@ -26,10 +29,13 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterSeen:
-    """The headers of one DLQ record that the oracle needs."""
+    """One DLQ record: its reason and source coordinates, its headers, and its value where the
+    oracle checks it (poison messages)."""
 
     reason: str
     location: Location | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    value: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -81,7 +87,7 @@ def dead_letter_from_headers(headers: Iterable[tuple[str, bytes | None]]) -> Dea
         )
     except (KeyError, ValueError):
         location = None
-    return DeadLetterSeen(values.get("capi.error.reason", ""), location)
+    return DeadLetterSeen(values.get("capi.error.reason", ""), location, values)
 
 
 def _sample(items: Iterable[Any]) -> str:
@@ -230,6 +236,106 @@ def judge(
     return Verdict(checks, summary)
 
 
+REQUIRED_HEADERS = ("capi.error.message", "capi.attempts", "capi.failed_at")
+TRUNCATION_HEADERS = ("capi.value.truncated", "capi.value.bytes", "capi.value.sha256")
+
+
+def _letter_problems(poison: Poison, letter: DeadLetterSeen, dlq_max_bytes: int) -> list[str]:
+    """What is wrong with one dead letter of a poison message (empty: nothing)."""
+    problems: list[str] = []
+    headers, original = letter.headers, poison.value
+    if letter.reason != poison.produced.expectation.reason:
+        problems.append(f"reason {letter.reason}, expected {poison.produced.expectation.reason}")
+    problems += [f"no {name}" for name in REQUIRED_HEADERS if not headers.get(name)]
+    if headers.get("capi.value.truncated") == "true":
+        kept = letter.value or b""
+        if headers.get("capi.value.bytes") != str(len(original)):
+            problems.append(f"capi.value.bytes {headers.get('capi.value.bytes')}")
+        if headers.get("capi.value.sha256") != hashlib.sha256(original).hexdigest():
+            problems.append("capi.value.sha256 is not the original's")
+        if not (len(kept) < min(len(original), dlq_max_bytes) and original.startswith(kept)):
+            problems.append(f"cut value of {len(kept)} bytes is not a short prefix")
+        if poison.must_cut is False:
+            problems.append("cut although it fits uncompressed")
+    else:
+        if any(name in headers for name in TRUNCATION_HEADERS):
+            problems.append("truncation headers on a whole dead letter")
+        if letter.value != original:
+            problems.append("value differs from the original message")
+        if poison.must_cut:
+            problems.append(f"whole although {len(original):,} bytes do not fit compressed")
+    return problems
+
+
+def judge_poison(
+    poisons: list[tuple[Poison, Location | None]],
+    dead_letters: list[DeadLetterSeen],
+    deliveries: Deliveries,
+    dlq_max_bytes: int,
+) -> Verdict:
+    """Each poison message dead-lettered (every copy with its reason, the error and source
+    headers, and cut to fit exactly where it must be), or delivered where transform says it
+    is valid; tallies per kind."""
+    letters: dict[Location, list[DeadLetterSeen]] = {}
+    for letter in dead_letters:
+        if letter.location is not None:
+            letters.setdefault(letter.location, []).append(letter)
+    bad_letters: list[str] = []
+    undelivered: list[str] = []
+    tallies: dict[str, Counter[str]] = {}
+    for poison, location in poisons:
+        tally = tallies.setdefault(poison.kind, Counter())
+        tally["produced"] += 1
+        expected = poison.produced.expectation
+        found = letters.get(location, []) if location is not None else []
+        where = f"{poison.kind} {location[1:] if location else '(not produced)'}"
+        if expected.fate == "dead_letter":
+            if not found:
+                bad_letters.append(f"{where}: not dead-lettered")
+                continue
+            tally[f"dead_lettered:{expected.reason}"] += 1
+            tally["dlq_duplicates"] += len(found) - 1
+            tally["cut_to_fit"] += found[0].headers.get("capi.value.truncated") == "true"
+            for letter in found:
+                bad_letters += [
+                    f"{where}: {p}" for p in _letter_problems(poison, letter, dlq_max_bytes)
+                ]
+        elif found:
+            bad_letters.append(
+                f"{where}: dead-lettered ({found[0].reason}), expected {expected.fate}"
+            )
+        elif expected.fate == "deliver":
+            if expected.event_id in deliveries.copies:
+                tally["delivered"] += 1
+            else:
+                undelivered.append(where)
+        else:
+            tally["skipped"] += 1
+    wanted = sum(1 for poison, _ in poisons if poison.produced.expectation.fate == "dead_letter")
+    valid = sum(1 for poison, _ in poisons if poison.produced.expectation.fate == "deliver")
+    checks = [
+        Check(
+            "poison_dead_lettered_with_headers",
+            not bad_letters,
+            f"{wanted} poison messages to dead-letter, "
+            f"{sum(t['cut_to_fit'] for t in tallies.values())} cut to fit"
+            + (f"; problems: {_sample(bad_letters)}" if bad_letters else ""),
+        ),
+        Check(
+            "poison_delivered_where_valid",
+            not undelivered,
+            f"{valid - len(undelivered)} of {valid} valid poison messages delivered"
+            + (f"; missing: {_sample(undelivered)}" if undelivered else ""),
+        ),
+    ]
+    summary = {
+        "poison_by_kind": {
+            kind: dict(sorted((+tally).items())) for kind, tally in sorted(tallies.items())
+        }
+    }
+    return Verdict(checks, summary)
+
+
 class PiiScanner:
     """Finds the soak's raw emails, phones, names and token in text; reports kinds, never values."""
 
@@ -245,10 +351,22 @@ class PiiScanner:
     ) -> None:
         self._emails = {e.strip().lower() for e in emails}
         self._phones = {re.sub(r"\D", "", p).lstrip("0") for p in phones}
-        self._names = re.compile(
-            r"(?<!\w)(?:" + "|".join(re.escape(n) for n in sorted(set(names))) + r")(?!\w)"
+        unique = sorted(set(names))
+        self._names = (
+            re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, unique)) + r")(?!\w)")
+            if unique
+            else None
         )
         self._secrets = [s for s in secrets if s]
+
+    def found(self, text: str) -> set[str]:
+        """The raw emails and phones (normalized) that occur in `text`."""
+        values = {m.group().lower() for m in self.EMAIL.finditer(text)} & self._emails
+        for match in self.PHONE.finditer(text):
+            digits = re.sub(r"\D", "", match.group()).lstrip("0")
+            if digits in self._phones:
+                values.add(digits)
+        return values
 
     def hits(self, text: str) -> Counter[str]:
         found: Counter[str] = Counter()
@@ -259,7 +377,8 @@ class PiiScanner:
             digits = re.sub(r"\D", "", match.group()).lstrip("0")
             if digits in self._phones:
                 found["phone"] += 1
-        found["name"] += sum(1 for _ in self._names.finditer(text))
+        if self._names is not None:
+            found["name"] += sum(1 for _ in self._names.finditer(text))
         found["token"] += sum(text.count(secret) for secret in self._secrets)
         return +found
 
@@ -271,3 +390,38 @@ class PiiScanner:
             if found:
                 result[str(path)] = dict(found)
         return result
+
+
+# Hashed values, and ids that are hex: their digit runs are no phone numbers.
+_HEX_RUN = re.compile(r"[0-9a-f]{32,}")
+
+
+def sent_text(text: str) -> str:
+    """What a scan for raw PII reads of something sent: percent-decoded (URLs), hex removed."""
+    return _HEX_RUN.sub("", unquote_plus(text))
+
+
+def scan_sent(record_file: Path, scanner: PiiScanner, expected_leaks: set[str]) -> Check:
+    """Every event the sandbox received, every field (the whole JSON line), for raw canaries.
+    `expected_leaks` are the canaries transform itself puts in an event it builds (a behaviour
+    not landed yet): reported apart, so the check tightens by itself once it lands."""
+    leaked: set[str] = set()
+    lines = 0
+    with record_file.open("rb") as records:
+        for line in records:
+            lines += 1
+            leaked |= scanner.found(sent_text(line.decode(errors="replace")))
+    unexplained = leaked - expected_leaks
+    kinds = Counter("email" if "@" in value else "phone" for value in unexplained)
+    return Check(
+        "no_raw_pii_sent_to_pinterest",
+        not unexplained,
+        f"{lines:,} events received by the sandbox scanned for raw emails and phones; "
+        f"raw: {dict(kinds) or 'none'}"
+        + (
+            f"; {len(leaked & expected_leaks)} raw canaries that transform itself sends "
+            "(predicted, not yet scrubbed)"
+            if leaked & expected_leaks
+            else ""
+        ),
+    )

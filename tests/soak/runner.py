@@ -1,8 +1,10 @@
-"""Runs one soak: broker, sandbox, forwarders, paced production, chaos, sampling, oracle."""
+"""Runs one soak: broker, sandbox, forwarders, paced production with poison mid-stream, chaos,
+sampling, oracle."""
 
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import shutil
 import threading
@@ -10,14 +12,17 @@ import time
 import uuid
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
 
+from stream.settings import Settings
 from tests.forwarder.harness import Forwarder, forwarder_config, start_forwarder
+from tests.fuzz.predict import Predictor
 from tests.kafka_helpers import Broker, local_kafka, read_bootstrap
 from tests.sandbox_helpers import SandboxProcess, start_sandbox
 from tests.soak.chaos import CLEAR, ChaosEvent, Plan, knobs_for, schedule
@@ -27,14 +32,19 @@ from tests.soak.oracle import (
     PiiScanner,
     dead_letter_from_headers,
     judge,
+    judge_poison,
     read_deliveries,
+    scan_sent,
+    sent_text,
 )
 from tests.soak.plot import plot
+from tests.soak.poison import KINDS, Poison, poison_schedule
 from tests.soak.workload import (
     INVALID_REQUEST_PATTERN,
     REJECT_PATTERN,
     SECOND_AD_ACCOUNT,
     Expectation,
+    Produced,
     name_needles,
     partition_of,
     workload,
@@ -49,6 +59,8 @@ OFFSETS_EVERY_S = 2.0
 SAVE_SCRAPE_EVERY = 10
 # A killed member is replaced only once its session expires; keep that short.
 FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+# Poison goes in between these shares of the workload: mid-stream, with traffic on both sides.
+POISON_FROM, POISON_TO = 0.2, 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,12 @@ class Pool:
         with self._lock:
             return list(self.live.values())
 
+    def is_live(self, member: Member) -> bool:
+        """Still in the pool: neither killed, retired nor stopped by the soak (each of which
+        takes it out before signalling it)."""
+        with self._lock:
+            return self.live.get(member.slot) is member
+
     def kill(self, slot: int) -> None:
         with self._lock:
             member = self.live.pop(slot)
@@ -162,6 +180,8 @@ class Production:
     offsets: array[int] = field(default_factory=lambda: array("q"))
     emails: set[str] = field(default_factory=set)
     phones: set[str] = field(default_factory=set)
+    # Each poison message and its place in `expectations`.
+    poison: list[tuple[int, Poison]] = field(default_factory=list)
     failures: int = 0
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -170,6 +190,17 @@ class Production:
         if offset < 0:
             return None
         return (self.topics[index], self.partitions[index], offset)
+
+
+def poison_slots(poisons: list[Poison], events: int, seed: int) -> dict[int, list[Poison]]:
+    """Before which workload message each poison message goes: seeded, mid-stream."""
+    first, last = int(POISON_FROM * events), int(POISON_TO * events)
+    rng = random.Random(seed + 11)
+    slots = sorted(rng.choices(range(first, max(first + 1, last)), k=len(poisons)))
+    placed: dict[int, list[Poison]] = {}
+    for slot, poison in zip(slots, poisons, strict=True):
+        placed.setdefault(slot, []).append(poison)
+    return placed
 
 
 def produce(
@@ -181,33 +212,31 @@ def produce(
     window_s: float,
     production: Production,
     abort: threading.Event,
+    poisons: list[Poison],
 ) -> None:
-    """Produces the workload at a steady pace over `window_s`, recording where each one landed."""
+    """Produces the workload at a steady pace over `window_s`, the poison messages among it,
+    recording where each one landed."""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
             "linger.ms": 20,
             "message.timeout.ms": 600_000,
+            "message.max.bytes": 2 * plan.poison.source_max_bytes,
         }
     )
-    started = time.monotonic()
-    rate = plan.events / window_s
-    for index, item in enumerate(workload(seed, now, plan.events)):
-        if abort.is_set():
-            break
+    placed = poison_slots(poisons, plan.events, seed)
+
+    def send(item: Produced, partition: int) -> None:
+        position = len(production.expectations)
         production.expectations.append(item.expectation)
         production.topics.append(topics[item.source])
-        partition = partition_of(item.key, PARTITIONS)
         production.partitions.append(partition)
         production.offsets.append(-1)
-        if (item.source == "web" and len(item.pii) == 2) or item.source == "crm":
-            production.emails.add(item.pii[0])
-            production.phones.add(item.pii[1])
 
-        def delivered(err: object, message: Any, index: int = index) -> None:
+        def delivered(err: object, message: Any) -> None:
             if err is None:
-                production.offsets[index] = message.offset()
+                production.offsets[position] = message.offset()
             else:
                 production.failures += 1
 
@@ -220,9 +249,24 @@ def produce(
                     partition=partition,
                     on_delivery=delivered,
                 )
-                break
+                return
             except BufferError:
                 producer.poll(0.1)
+
+    started = time.monotonic()
+    rate = plan.events / window_s
+    for index, item in enumerate(workload(seed, now, plan.events)):
+        if abort.is_set():
+            break
+        for poison in placed.get(index, ()):
+            production.poison.append((len(production.expectations), poison))
+            production.emails.update(poison.emails)
+            production.phones.update(poison.phones)
+            send(poison.produced, poison.partition)
+        if (item.source == "web" and len(item.pii) == 2) or item.source == "crm":
+            production.emails.add(item.pii[0])
+            production.phones.add(item.pii[1])
+        send(item, partition_of(item.key, PARTITIONS))
         if index % 500 == 0:
             producer.poll(0)
             ahead = started + index / rate - time.monotonic()
@@ -276,6 +320,9 @@ class Sampler:
         self._scrapes = scrapes
         self._t0 = t0
         self.rows: list[dict[str, Any]] = []
+        # Forwarders that ended while still in the pool: no kill, retirement or stop of the
+        # soak's ended them.
+        self.unscheduled_exits: dict[str, int] = {}
         self.stop = threading.Event()
         self._ticks = 0
 
@@ -288,6 +335,9 @@ class Sampler:
             row: dict[str, Any] = {"t": round(now - self._t0, 2), "rss_mb": {}, "buffered": 0.0}
             row.update(inflight=0.0, concurrency=0.0)
             for member in self._pool.members():
+                code = member.forwarder.process.poll()
+                if code is not None and self._pool.is_live(member):
+                    self.unscheduled_exits.setdefault(member.name, code)
                 pid = member.forwarder.process.pid
                 rss = _rss_mb(pid)
                 if rss is not None:
@@ -411,6 +461,15 @@ def run_process_chaos(
         chaos.add(event, started, time.monotonic() - t0, note)
 
 
+def create_topic(broker: Broker, name: str, partitions: int, max_message_bytes: int) -> str:
+    admin = broker.admin()  # must outlive the future, or librdkafka cancels the request
+    config = {"max.message.bytes": str(max_message_bytes)}
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)
+    admin.create_topics([topic])[name].result(timeout=30)
+    broker.wait_for_topic(name, partitions)
+    return name
+
+
 def _wait(condition: Callable[[], bool], timeout_s: float, abort: threading.Event) -> bool:
     deadline = time.monotonic() + timeout_s
     while not abort.is_set():
@@ -454,11 +513,14 @@ def run_soak(options: SoakOptions, progress: Callable[[str], None] = print) -> S
             bootstrap = options.bootstrap
         broker = Broker(bootstrap)
         run_id = uuid.uuid4().hex[:8]
+        # Source topics take the poison beyond 1 MiB; a dead-letter topic smaller than the
+        # near-1 MiB poison makes its dead letters be cut to fit.
+        source_bytes, dlq_bytes = plan.poison.source_max_bytes, plan.poison.dlq_max_bytes
         topics = {
-            "web": broker.create_topic(f"soak-{run_id}-web", PARTITIONS),
-            "crm": broker.create_topic(f"soak-{run_id}-crm", PARTITIONS),
+            name: create_topic(broker, f"soak-{run_id}-{name}", PARTITIONS, source_bytes)
+            for name in ("web", "crm")
         }
-        dlq = broker.create_topic(f"soak-{run_id}-dlq", DLQ_PARTITIONS)
+        dlq = create_topic(broker, f"soak-{run_id}-dlq", DLQ_PARTITIONS, dlq_bytes)
         group = f"soak-{run_id}"
         sandbox = start_sandbox(
             "--record",
@@ -494,14 +556,18 @@ def run_soak(options: SoakOptions, progress: Callable[[str], None] = print) -> S
             buffer={"max_events": 20_000, "max_bytes": 32 * 1024 * 1024},
             shutdown={"grace_period_s": 10},
         )
+        now = time.time()
+        # What becomes of each poison message is what the forwarder's own transform says.
+        predictor = Predictor(Settings(**config))
+        poisons = poison_schedule(plan.poison, seed, now, predictor, topics, PARTITIONS)
         pool = Pool(config, logs)
         offsets = Offsets(bootstrap, group, list(topics.values()))
         pool.start(0)
-        now = time.time()
         t0 = time.monotonic()
         events = schedule(plan, seed)
         progress(
-            f"soak seed {seed}: {plan.events:,} events over {plan.window_s:.0f}s; chaos: "
+            f"soak seed {seed}: {plan.events:,} events over {plan.window_s:.0f}s and "
+            f"{len(poisons)} poison messages of {len(KINDS)} kinds; chaos: "
             + ", ".join(f"{e.name}@{e.at_s:.0f}s" for e in events)
         )
         production = Production()
@@ -515,7 +581,17 @@ def run_soak(options: SoakOptions, progress: Callable[[str], None] = print) -> S
         threads = [
             threading.Thread(
                 target=produce,
-                args=(bootstrap, topics, plan, seed, now, plan.window_s * 0.8, production, abort),
+                args=(
+                    bootstrap,
+                    topics,
+                    plan,
+                    seed,
+                    now,
+                    plan.window_s * 0.8,
+                    production,
+                    abort,
+                    poisons,
+                ),
                 name="producer",
             ),
             threading.Thread(
@@ -564,10 +640,14 @@ def run_soak(options: SoakOptions, progress: Callable[[str], None] = print) -> S
         threads[3].join()
         committed, ends = offsets.committed(), offsets.ends()
         letters: list[DeadLetterSeen] = []
+        poison_at = {production.location(i): poison for i, poison in production.poison}
         with (out / "dlq-headers.jsonl").open("wb") as headers_file:
             for message in broker.read_all(dlq, timeout=120):
                 headers = message.headers() or []  # type: ignore[attr-defined]
-                letters.append(dead_letter_from_headers(headers))
+                letter = dead_letter_from_headers(headers)
+                if letter.location in poison_at:
+                    letter = replace(letter, value=message.value())  # type: ignore[attr-defined]
+                letters.append(letter)
                 headers_file.write(
                     orjson.dumps({k: (v or b"").decode(errors="replace") for k, v in headers})
                     + b"\n"
@@ -581,14 +661,28 @@ def run_soak(options: SoakOptions, progress: Callable[[str], None] = print) -> S
         deliveries = read_deliveries(record, expected_hashes)
         locations = [production.location(i) for i in range(len(production.expectations))]
         verdict = judge(production.expectations, locations, deliveries, letters, committed, ends)
-        checks = list(verdict.checks)
+        poisoned = judge_poison(
+            [(poison, production.location(i)) for i, poison in production.poison],
+            letters,
+            deliveries,
+            plan.poison.dlq_max_bytes,
+        )
+        checks = [*verdict.checks, *poisoned.checks]
+        wanted = plan.events + len(poisons)
         checks.append(
             Check(
                 "all_produced",
-                production.failures == 0 and len(production.expectations) == plan.events,
-                f"{len(production.expectations):,} produced, {production.failures} failed",
+                production.failures == 0 and len(production.expectations) == wanted,
+                f"{len(production.expectations):,} produced ({len(production.poison)} poison), "
+                f"{production.failures} failed",
             )
         )
+        lag = sum(
+            end - max(0, committed.get(topic, {}).get(p, 0))
+            for topic, e in ends.items()
+            for p, end in e.items()
+        )
+        checks.append(Check("lag_returns_to_zero", lag == 0, f"final lag {lag:,}"))
         # A process never sampled (started during the final stop) has no figure.
         peaks = {m.name: round(m.peak_rss_mb, 1) for m in pool.history if m.peak_rss_mb}
         worst = max(peaks.values(), default=0.0)
@@ -609,14 +703,28 @@ def run_soak(options: SoakOptions, progress: Callable[[str], None] = print) -> S
                 + (f"; unclean: {unclean}" if unclean else ""),
             )
         )
-        summary = verdict.summary | {
-            "peak_rss_mb": peaks,
-            "peak_rss_mb_max": worst,
-            "rss_limit_mb": options.rss_limit_mb,
-            "drain_after_outage_s": chaos.drain_after_outage_s,
-            "drained_at_s": round(drained_at, 1),
-            "forwarder_processes": len(pool.history),
-        }
+        kills = sum(1 for entry in chaos.entries if entry["name"] == "kill_9")
+        killed = sum(1 for member in pool.history if member.ended == "killed")
+        checks.append(
+            Check(
+                "no_exit_but_the_scheduled_kills",
+                not sampler.unscheduled_exits and killed == kills,
+                f"{killed} processes killed by {kills} scheduled kill -9; ended on their own: "
+                f"{sampler.unscheduled_exits or 'none'}",
+            )
+        )
+        summary = (
+            verdict.summary
+            | poisoned.summary
+            | {
+                "peak_rss_mb": peaks,
+                "peak_rss_mb_max": worst,
+                "rss_limit_mb": options.rss_limit_mb,
+                "drain_after_outage_s": chaos.drain_after_outage_s,
+                "drained_at_s": round(drained_at, 1),
+                "forwarder_processes": len(pool.history),
+            }
+        )
         per_second = deliveries.per_second
         first, last = int(now), max(per_second, default=int(now))
         series = {
@@ -645,6 +753,15 @@ def run_soak(options: SoakOptions, progress: Callable[[str], None] = print) -> S
         plot(series, report["chaos"], plot_path, title=f"capi-stream soak, seed {seed}")
         report["plot"] = str(plot_path)
         report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        # Canaries that transform itself sends raw (a behaviour not landed yet) are told apart.
+        sent_scanner = PiiScanner(production.emails, production.phones, (), [token])
+        expected_leaks: set[str] = set()
+        for _, poison in production.poison:
+            if poison.outcome.fate == "deliver" and poison.outcome.event is not None:
+                body = poison.outcome.event.body.decode(errors="replace")
+                expected_leaks |= sent_scanner.found(sent_text(body))
+        checks.append(scan_sent(record, sent_scanner, expected_leaks))
+        report["checks"][checks[-1].name] = {"ok": checks[-1].ok, "detail": checks[-1].detail}
         scanner = PiiScanner(production.emails, production.phones, name_needles(), [token])
         emitted = [
             *sorted(logs.glob("*.log")),

@@ -1,4 +1,5 @@
-"""The short soak (≈ 90 s, fewer faults) passes every oracle check and emits no PII or token."""
+"""The short soak (≈ 90 s, fewer faults, two of every kind of poison) passes every oracle check
+and emits no PII or token."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from tests.kafka_helpers import Broker
 from tests.soak.chaos import Plan
 from tests.soak.oracle import PiiScanner
+from tests.soak.poison import KINDS
 from tests.soak.runner import SoakOptions, SoakResult, run_soak
 from tests.soak.workload import name_needles, workload
 
@@ -41,7 +43,21 @@ def test_short_soak_passes_every_check(short_soak: SoakResult) -> None:
     assert not failed, failed
     assert report["passed"] is True
     summary = report["summary"]
-    assert summary["events_produced"] == EVENTS
+    assert summary["events_produced"] == EVENTS + 2 * len(KINDS)
+    poison = summary["poison_by_kind"]
+    assert {kind: tally["produced"] for kind, tally in poison.items()} == dict.fromkeys(KINDS, 2)
+    assert poison["non_json_1mb"]["dead_lettered:decode_error"] == 2
+    assert poison["non_json_1mb"]["cut_to_fit"] == 2
+    assert poison["foreign_ad_account"]["dead_lettered:invalid_event"] == 2
+    assert poison["bom"]["delivered"] == 2
+    for check in (
+        "poison_dead_lettered_with_headers",
+        "poison_delivered_where_valid",
+        "no_exit_but_the_scheduled_kills",
+        "lag_returns_to_zero",
+        "no_raw_pii_sent_to_pinterest",
+    ):
+        assert report["checks"][check]["ok"], check
     assert set(summary["dlq_distinct_by_reason"]) == {
         "decode_error",
         "invalid_event",
