@@ -247,7 +247,6 @@ def test_scan_sent_finds_raw_canaries_in_any_field_url_encoded_too(tmp_path: Pat
 # goes once its behaviour lands (the test then passes and, being strict, fails until removed).
 
 
-@pytest.mark.xfail(strict=True, reason="URL scrubbing (DESIGN §3) is not wired into the mappers")
 def test_no_raw_canary_in_a_url_is_sent(schedule: list[Poison]) -> None:
     for poison in of_kind(schedule, "url_pii"):
         assert poison.outcome.event is not None
@@ -255,7 +254,6 @@ def test_no_raw_canary_in_a_url_is_sent(schedule: list[Poison]) -> None:
         assert scanner.found(sent_text(poison.outcome.event.body.decode())) == set()
 
 
-@pytest.mark.xfail(strict=True, reason="kafka.max_message_bytes (DESIGN §4) is not enforced")
 def test_a_message_over_max_message_bytes_is_an_invalid_event(schedule: list[Poison]) -> None:
     for poison in of_kind(schedule, "over_max_bytes"):
         assert (poison.outcome.fate, poison.outcome.reason) == ("dead_letter", "invalid_event")
