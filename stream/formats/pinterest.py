@@ -90,23 +90,11 @@ class PinterestMapper:
                 event[key] = self._user_data(member)
                 opt_out_type = member.get("opt_out_type")
             elif key in NESTED_OBJECTS:
-                compacted = _compact(member)
-                if compacted.__class__ is dict:
-                    if "contents" in compacted:
-                        self._contents(compacted, key == "custom_data")
-                    if key == "custom_data":
-                        self._custom_data(compacted, value)
-                compacted = _compact(compacted)
+                compacted = self._nested(key, member, value)
                 if not _empty(compacted):
                     event[key] = compacted
-            elif key == "event_time":
-                if member.__class__ is not int or member >= _MILLISECONDS_FROM:
-                    member = self._event_time(member)
-                if not _empty(member):
-                    event[key] = member
-            elif key == "event_id":
-                if member.__class__ is int or member.__class__ is float:
-                    member = self._event_id(value, member)
+            elif key == "event_time" or key == "event_id":
+                member = self._time_or_id(key, member, value)
                 if not _empty(member):
                     event[key] = member
             elif not _empty(member):
@@ -119,6 +107,26 @@ class PinterestMapper:
         if opt_out_type is not None:
             self._move_opt_out_type(event, opt_out_type)
         return event, message, ad_account_id
+
+    def _time_or_id(self, key: str, member: Any, raw: bytes) -> Any:
+        """event_time in Unix seconds and a numeric event_id as its digits (CRM shapes)."""
+        if key == "event_time":
+            if member.__class__ is not int or member >= _MILLISECONDS_FROM:
+                return self._event_time(member)
+            return member
+        if member.__class__ is int or member.__class__ is float:
+            return self._event_id(raw, member)
+        return member
+
+    def _nested(self, key: str, member: Any, raw: bytes) -> Any:
+        """custom_data, app_info or device_info without nulls, CRM shapes normalized."""
+        compacted = _compact(member)
+        if compacted.__class__ is dict:
+            if "contents" in compacted:
+                self._contents(compacted, key == "custom_data")
+            if key == "custom_data":
+                self._custom_data(compacted, raw)
+        return _compact(compacted)
 
     def _custom_data(self, custom: dict[str, Any], raw: bytes) -> None:
         amount = custom.get("value")
