@@ -33,8 +33,8 @@ def decode_json_object(value: bytes) -> dict[str, Any]:
 
 
 def _field_path(path: str, key: str) -> str:
-    """The field's dotted name for an error: `path.key`, or `path` alone when there is no key."""
-    return f"{path}.{key}" if key else path
+    """The field's dotted name for an error: `path.key`, or whichever of the two is not empty."""
+    return f"{path}.{key}" if key and path else path or key
 
 
 def text(
@@ -80,12 +80,14 @@ def decimal(
     if cls is int:
         return str(value)
     if cls is float:
-        if not math.isfinite(value):
-            raise InvalidMessage(reason, f"{_field_path(path, key)}: not a finite number")
         shown = repr(value)
-        # repr switches to exponent notation for very large or small values; Pinterest parses
-        # plain decimals.
-        return format(Decimal(shown), "f") if "e" in shown else shown
+        if "e" in shown:
+            # repr switches to exponent notation for very large or small values; Pinterest
+            # parses plain decimals.
+            return format(Decimal(shown), "f")
+        if "." in shown:  # any other finite float; "inf" and "nan" have neither
+            return shown
+        raise InvalidMessage(reason, f"{_field_path(path, key)}: not a finite number")
     if cls is str:
         stripped: str = value.strip()
         if not stripped:

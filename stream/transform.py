@@ -152,7 +152,38 @@ class Transformer:
         if value is None:
             return _NO_VALUE
         try:
-            return self._transform(compiled, value, kafka_timestamp_ms)
+            mapped = compiled.mapper.map(value, kafka_timestamp_ms)
+            if mapped.__class__ is Skipped:
+                return mapped
+            event, message, own_account = mapped  # type: ignore[misc]
+            if compiled.opt_out is not None and compiled.opt_out.matches(message):
+                event["opt_out"] = True
+            if compiled.ldp is not None and compiled.ldp.matches(message):
+                self._flag_ldp(event)
+            body = orjson.dumps(event)
+            if compiled.spec_typed:
+                # The mapper (and the flags above) only build spec keys with spec types.
+                problem = self._check_constructed(event)
+            else:
+                # Passed-through shapes: the schema is checked on exactly the bytes to be sent.
+                problem = self._check(body, event)
+            if problem is not None:
+                path, text = problem
+                raise InvalidMessage("invalid_event", f"{path or 'event'}: {text}")
+            verdict = check_rules(event, self._clock())
+            if verdict is not None:
+                raise InvalidMessage(verdict.reason, verdict.message)
+            # Positional: keyword arguments measurably slow the frozen dataclass on this hot
+            # path.
+            return PinterestEvent(
+                event["event_id"],
+                event["event_name"],
+                event["action_source"],
+                event["event_time"],
+                own_account or compiled.ad_account_id,
+                body,
+                signals_of(event["user_data"]),
+            )
         except InvalidMessage as exc:
             return DeadLetter(exc.reason, exc.message[:MAX_MESSAGE_CHARS])
         except RecursionError:
@@ -160,41 +191,6 @@ class Transformer:
         except Exception as exc:  # noqa: BLE001 - one hostile message must not stop the stream
             logger.warning("unexpected %s while transforming a message", type(exc).__name__)
             return DeadLetter("mapping_error", f"unexpected {type(exc).__name__} while mapping")
-
-    def _transform(
-        self, compiled: _Source, value: bytes, kafka_timestamp_ms: int | None
-    ) -> TransformResult:
-        mapped = compiled.mapper.map(value, kafka_timestamp_ms)
-        if mapped.__class__ is Skipped:
-            return mapped
-        event, message, own_account = mapped  # type: ignore[misc]
-        if compiled.opt_out is not None and compiled.opt_out.matches(message):
-            event["opt_out"] = True
-        if compiled.ldp is not None and compiled.ldp.matches(message):
-            self._flag_ldp(event)
-        body = orjson.dumps(event)
-        if compiled.spec_typed:
-            # The mapper (and the flags above) only build spec keys with spec types.
-            problem = self._check_constructed(event)
-        else:
-            # Passed-through shapes: the schema is checked on exactly the bytes to be sent.
-            problem = self._check(body, event)
-        if problem is not None:
-            path, text = problem
-            raise InvalidMessage("invalid_event", f"{path or 'event'}: {text}")
-        verdict = check_rules(event, self._clock())
-        if verdict is not None:
-            raise InvalidMessage(verdict.reason, verdict.message)
-        # Positional: keyword arguments measurably slow the frozen dataclass on this hot path.
-        return PinterestEvent(
-            event["event_id"],
-            event["event_name"],
-            event["action_source"],
-            event["event_time"],
-            own_account or compiled.ad_account_id,
-            body,
-            signals_of(event["user_data"]),
-        )
 
     @staticmethod
     def _flag_ldp(event: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -58,25 +58,12 @@ ADDRESS_KEYS: Final[Mapping[str, str]] = {
     "postal_code": "zp",
     "country": "country",
 }
-PRODUCT_FIELDS: Final = (
-    ("item_name", "name"),
-    ("item_category", "category"),
-    ("item_brand", "brand"),
-)
-APP_FIELDS: Final = (
-    ("app_id", "namespace", "context.app.namespace"),
-    ("app_name", "name", "context.app.name"),
-    ("app_version", "version", "context.app.version"),
-)
-DEVICE_FIELDS: Final = (
-    ("device_brand", "manufacturer", "context.device.manufacturer"),
-    ("device_model", "model", "context.device.model"),
-)
 # Distinct raw event names remembered per source; beyond this, names are keyed uncached.
 NAME_CACHE_SIZE: Final = 4096
 # Distinct whole seconds of ISO timestamps remembered; cleared when full (a few minutes' worth).
 SECOND_CACHE_SIZE: Final = 4096
-_MILLISECONDS: Final = frozenset(f".{n:03d}" for n in range(1000))
+# What may follow the whole second of a cacheable ISO timestamp: `Z` or `.mmmZ`.
+_UTC_SUFFIXES: Final = frozenset(["Z", *(f".{n:03d}Z" for n in range(1000))])
 _ISO_SECOND: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
 _SKIPPED: Final[Mapping[str, Skipped]] = {
     kind: Skipped(f"segment {kind} message") for kind in sorted(SKIPPED_TYPES)
@@ -105,12 +92,12 @@ def _epik(url: str) -> str | None:
     return values[0] if values else None
 
 
-def parse_time(value: Any, path: str) -> int:
+def parse_event_time(value: Any, path: str) -> int:
     """Unix seconds from ISO-8601 text or epoch milliseconds (plain seconds are recognised too)."""
     if value.__class__ is str:
         stripped = value.strip()
         if stripped.isdigit():
-            return parse_time(int(stripped), path)
+            return parse_event_time(int(stripped), path)
         try:
             moment = datetime.fromisoformat(stripped)
         except ValueError:
@@ -127,20 +114,62 @@ def parse_time(value: Any, path: str) -> int:
 
 
 def _place(parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    """The object at `parent[key]`; EMPTY when absent or null. `path` names it in errors."""
     value = parent.get(key)
+    if value.__class__ is dict:
+        return value
     if value is None:
         return EMPTY
-    if value.__class__ is not dict:
-        raise InvalidMessage("mapping_error", f"{path}: expected an object")
-    return value
+    raise InvalidMessage("mapping_error", f"{path}: expected an object")
+
+
+def _copy_texts(
+    target: dict[str, Any],
+    parent: Mapping[str, Any],
+    fields: tuple[tuple[str, str], ...],
+    path: str,
+) -> None:
+    """Copies text fields of `parent` (the object at `path`) into `target`, from each key to its
+    target name, as `text` reads them: numbers as their digits, "" and null as absent."""
+    for key, name in fields:
+        value = parent.get(key)
+        if value.__class__ is str:
+            if value:
+                target[name] = value
+        elif value is not None:
+            value = text(value, path, key)
+            if value is not None:
+                target[name] = value
+
+
+# (message key, target name) pairs read by `_copy_texts`, in the order they are written.
+_EVENT_ID: Final = (("event_id", "event_id"),)
+_MESSAGE_ID: Final = (("messageId", "event_id"),)
+_PAGE_URL: Final = (("url", "event_source_url"),)
+_WEB_IDENTITY: Final = (("ip", "client_ip_address"), ("userAgent", "client_user_agent"))
+_CLICK_ID: Final = (("click_id", "click_id"),)
+_ORDER: Final = (("order_id", "order_id"), ("query", "search_string"))
+PRODUCT_FIELDS: Final = (
+    ("name", "item_name"),
+    ("category", "item_category"),
+    ("brand", "item_brand"),
+)
+APP_FIELDS: Final = (("namespace", "app_id"), ("name", "app_name"), ("version", "app_version"))
+DEVICE_FIELDS: Final = (("manufacturer", "device_brand"), ("model", "device_model"))
+NETWORK_FIELDS: Final = (("carrier", "device_carrier"),)
+OS_FIELDS: Final = (("version", "os_version"),)
+# The amounts a Segment event's value is read from, the first present winning.
+AMOUNT_KEYS: Final = ("value", "revenue", "total", "price")
 
 
 class SegmentMapper:
     """Maps one source's Segment messages; the event-name table is compiled once per source.
 
-    The mapping is written out flat, in the order the fields are read, because it runs once per
-    message on the forwarder's one busy core: helper calls and repeated lookups are most of what
-    Python spends here. The order also fixes which problem a malformed message is reported for.
+    Fields are read in a fixed order, which also fixes which problem a malformed message is
+    reported for. Each reading rule is written once (`_place`, `_copy_texts`, `_hash_into` and
+    `stream.decode`'s readers). This runs once per message on the forwarder's one busy core,
+    where a Python call costs about as much as reading a field, so the hottest reads take the
+    common shape with a one-line type check and call the rule only for anything else.
     """
 
     spec_typed: Final = True
@@ -159,12 +188,14 @@ class SegmentMapper:
         self._names: dict[str, str | None] = {}
         self._unknown_is_custom = source.unknown_events == "custom"
         self._default_action_source = source.action_source
-        self._hasher = hasher
+        self._one = hasher.one
         memos = hasher.memos
         # Key → (field, that field's memo): one lookup per key finds both.
         self._person = {key: (field, memos[field]) for key, field in PERSON_KEYS.items()}
         self._traits = {**self._person, ADDRESS: (ADDRESS, EMPTY)}
         self._address_keys = {key: (field, memos[field]) for key, field in ADDRESS_KEYS.items()}
+        self._user_id = {"userId": ("external_id", memos["external_id"])}
+        self._advertising_id = {"advertisingId": ("hashed_maids", memos["hashed_maids"])}
         self._seconds: dict[str, int] = {}
         self._languages: dict[str, str | None] = {}
 
@@ -191,26 +222,18 @@ class SegmentMapper:
         else:
             raise InvalidMessage("mapping_error", "type: not page, screen, track or identify")
 
-        properties = message.get("properties")
-        if properties is None:
-            properties = EMPTY
-        elif properties.__class__ is not dict:
-            raise InvalidMessage("mapping_error", "properties: expected an object")
-        context = message.get("context")
-        if context is None:
-            context = EMPTY
-        elif context.__class__ is not dict:
-            raise InvalidMessage("mapping_error", "context: expected an object")
-        device = context.get("device")
-        if device is None:
-            device = EMPTY
-        elif device.__class__ is not dict:
-            raise InvalidMessage("mapping_error", "context.device: expected an object")
-
-        action_source = properties.get("action_source")
-        if action_source.__class__ is not str or action_source not in ACTION_SOURCES:
-            action_source = self._action_source(context, device)
-
+        # An object or nothing is taken without calling `_place` (each call ~1 % of a page
+        # event); `_place` reads anything else.
+        properties = message.get("properties", EMPTY)
+        if properties.__class__ is not dict:
+            properties = _place(message, "properties", "properties")
+        context = message.get("context", EMPTY)
+        if context.__class__ is not dict:
+            context = _place(message, "context", "context")
+        device = context.get("device", EMPTY)
+        if device.__class__ is not dict:
+            device = _place(context, "device", "context.device")
+        action_source = self._action_source(properties, context, device)
         moment = message.get("timestamp")
         if moment is not None:
             event_time = self._event_time(moment, "timestamp")
@@ -223,39 +246,30 @@ class SegmentMapper:
             else:
                 raise InvalidMessage("mapping_error", "timestamp: missing, and no Kafka timestamp")
 
-        event_id = properties.get("event_id")
-        if event_id.__class__ is not str or not event_id:
-            event_id = text(event_id, "properties.event_id")
-            if event_id is None:
-                event_id = message.get("messageId")
-                if event_id.__class__ is not str or not event_id:
-                    event_id = (
-                        text(event_id, "messageId")
-                        or hashlib.blake2b(value, digest_size=16).hexdigest()
-                    )
         event: dict[str, Any] = {
             "event_name": event_name,
             "action_source": action_source,
             "event_time": event_time,
-            "event_id": event_id,
         }
+        if "event_id" in properties:
+            _copy_texts(event, properties, _EVENT_ID, "properties")
+        if "event_id" not in event:
+            _copy_texts(event, message, _MESSAGE_ID, "")
+            if "event_id" not in event:
+                event["event_id"] = hashlib.blake2b(value, digest_size=16).hexdigest()
 
-        page = context.get("page")
-        url = None
-        if page is not None:
-            if page.__class__ is not dict:
-                raise InvalidMessage("mapping_error", "context.page: expected an object")
-            url = page.get("url")
-            if url.__class__ is not str or not url:
-                url = text(url, "context.page.url")
-            if url is not None:
-                event["event_source_url"] = url
+        page = context.get("page", EMPTY)
+        if page.__class__ is not dict:
+            page = _place(context, "page", "context.page")
+        if page:
+            _copy_texts(event, page, _PAGE_URL, "context.page")
+        url = event.get("event_source_url")
         if device and device.get("adTrackingEnabled") is False:
             event["opt_out"] = True
         locale = context.get("locale")
         if locale is not None:
-            language = self._languages.get(locale, SKIP) if locale.__class__ is str else SKIP
-            if language == SKIP:
+            language = self._languages.get(locale, _UNSEEN) if locale.__class__ is str else _UNSEEN
+            if language is _UNSEEN:
                 language = self._language(locale)
             if language is not None:
                 event["language"] = language
@@ -281,10 +295,13 @@ class SegmentMapper:
             self._names[raw_name] = target
         return target
 
-    def _action_source(self, context: Mapping[str, Any], device: Mapping[str, Any]) -> str:
-        candidate = context.get("action_source")
-        if candidate.__class__ is str and candidate in ACTION_SOURCES:
-            return candidate
+    def _action_source(
+        self, properties: Mapping[str, Any], context: Mapping[str, Any], device: Mapping[str, Any]
+    ) -> str:
+        for place in (properties, context):
+            candidate = place.get("action_source")
+            if candidate.__class__ is str and candidate in ACTION_SOURCES:
+                return candidate
         device_type = device.get("type")
         if device_type.__class__ is str:
             from_device = DEVICE_ACTION_SOURCES.get(device_type.lower())
@@ -296,15 +313,12 @@ class SegmentMapper:
         # Most timestamps are `YYYY-MM-DDTHH:MM:SS[.mmm]Z`; their whole second is remembered, so
         # a hit skips datetime parsing. Only positive results are kept: below the epoch, `int`
         # truncates toward zero and the milliseconds would matter.
-        if value.__class__ is not str or not (
-            (len(value) == 24 and value[23] == "Z" and value[19:23] in _MILLISECONDS)
-            or (len(value) == 20 and value[19] == "Z")
-        ):
-            return parse_time(value, path)
+        if value.__class__ is not str or value[19:] not in _UTC_SUFFIXES:
+            return parse_event_time(value, path)
         second = value[:19]
         seconds = self._seconds.get(second)
         if seconds is None:
-            seconds = parse_time(value, path)
+            seconds = parse_event_time(value, path)
             if seconds > 0 and _ISO_SECOND.fullmatch(second):
                 if len(self._seconds) >= SECOND_CACHE_SIZE:
                     self._seconds.clear()
@@ -328,113 +342,75 @@ class SegmentMapper:
         device: Mapping[str, Any],
         url: str | None,
     ) -> dict[str, Any]:
-        one = self._hasher.one
         user_data: dict[str, Any] = {}
         # Both traits objects are checked before any value is read, as the places are listed.
         context_traits = _place(context, "traits", "context.traits")
         traits = _place(message, "traits", "traits")
-        # Walk each place's own keys once (a handful) instead of probing every alias in it,
-        # and hash straight into the arrays: this is the hottest loop of the forwarder.
-        for prefix, place, table in (
-            ("properties", properties, self._person),
-            ("context.traits", context_traits, self._traits),
-            ("traits", traits, self._traits),
-        ):
-            if not place:
-                continue
-            for key, value in place.items():
-                found = table.get(key)
-                if found is None:
-                    continue
-                field, memo = found
-                if value.__class__ is str:
-                    # A memo hit (the common case) needs no further checks: only non-empty
-                    # values of hashed fields are ever remembered ("address" has no memo).
-                    hexdigest = memo.get(value)
-                    if hexdigest is None:
-                        if not value:
-                            continue
-                        if field is ADDRESS:
-                            raise InvalidMessage(
-                                "mapping_error", f"{prefix}.address: expected an object"
-                            )
-                        hexdigest = one(field, value)
-                    if hexdigest:
-                        hashed = user_data.get(field)
-                        if hashed is None:
-                            user_data[field] = [hexdigest]
-                        elif hexdigest not in hashed:
-                            hashed.append(hexdigest)
-                elif value is None:
-                    continue
-                elif field is ADDRESS:
-                    self._address(user_data, value, prefix + ".address")
-                else:
-                    self._add(user_data, field, texts(value, prefix, key))
+        if properties:
+            self._hash_into(user_data, properties.items(), self._person, "properties")
+        if context_traits:
+            self._hash_into(user_data, context_traits.items(), self._traits, "context.traits")
+        if traits:
+            self._hash_into(user_data, traits.items(), self._traits, "traits")
         user_id = message.get("userId")
         if user_id is not None:
-            self._add(
-                user_data,
-                "external_id",
-                [user_id] if user_id.__class__ is str else texts(user_id, "userId"),
-            )
+            self._hash_into(user_data, (("userId", user_id),), self._user_id, "")
         if device:
             advertising_id = device.get("advertisingId")
             if advertising_id is not None and device.get("adTrackingEnabled") is not False:
-                path = "context.device.advertisingId"
-                self._add(user_data, "hashed_maids", texts(advertising_id, path))
-        ip = context.get("ip")
-        if ip is not None:
-            if ip.__class__ is not str or not ip:
-                ip = text(ip, "context.ip")
-            if ip is not None:
-                user_data["client_ip_address"] = ip
-        user_agent = context.get("userAgent")
-        if user_agent is not None:
-            if user_agent.__class__ is not str or not user_agent:
-                user_agent = text(user_agent, "context.userAgent")
-            if user_agent is not None:
-                user_data["client_user_agent"] = user_agent
-        click_id = properties.get("click_id")
-        if click_id is not None:
-            click_id = text(click_id, "properties.click_id")
-        if click_id is None and url is not None and "epik=" in url:
+                pairs = (("advertisingId", advertising_id),)
+                self._hash_into(user_data, pairs, self._advertising_id, "context.device")
+        _copy_texts(user_data, context, _WEB_IDENTITY, "context")
+        if "click_id" in properties:
+            _copy_texts(user_data, properties, _CLICK_ID, "properties")
+        if url is not None and "click_id" not in user_data and "epik=" in url:
             click_id = _epik(url)
-        if click_id is not None:
-            user_data["click_id"] = click_id
+            if click_id is not None:
+                user_data["click_id"] = click_id
         return user_data
 
-    def _add(self, user_data: dict[str, Any], field: str, values: list[str]) -> None:
-        one = self._hasher.one
-        for value in values:
-            hexdigest = one(field, value)
-            if hexdigest:
-                hashed = user_data.get(field)
-                if hashed is None:
-                    user_data[field] = [hexdigest]
-                elif hexdigest not in hashed:
-                    hashed.append(hexdigest)
+    def _hash_into(
+        self,
+        user_data: dict[str, Any],
+        pairs: Iterable[tuple[str, Any]],
+        table: Mapping[str, tuple[str, Mapping[str, str]]],
+        path: str,
+    ) -> None:
+        """Hashes the identity values among `pairs` (the members of the object at `path`) into
+        `user_data`'s arrays, once each; `table` maps a key to its field and that field's memo.
 
-    def _address(self, user_data: dict[str, Any], address: Any, path: str) -> None:
-        if address.__class__ is not dict:
-            raise InvalidMessage("mapping_error", f"{path}: expected an object")
-        one = self._hasher.one
-        table = self._address_keys
-        for key, value in address.items():
+        The hottest loop of the forwarder: each object's own keys (a handful) are walked once
+        instead of probing every alias, and a memo hit is appended without a call.
+        """
+        for key, value in pairs:
             found = table.get(key)
             if found is None or value is None:
                 continue
             field, memo = found
             if value.__class__ is str:
-                hexdigest = (memo.get(value) or one(field, value)) if value else ""
+                # A memo hit (the common case) needs no further checks: only non-empty values
+                # of hashed fields are ever remembered ("address" has no memo).
+                hexdigest = memo.get(value)
+                if hexdigest is None:
+                    if not value:
+                        continue
+                    if field is ADDRESS:
+                        raise InvalidMessage("mapping_error", f"{path}.address: expected an object")
+                    hexdigest = self._one(field, value)
                 if hexdigest:
                     hashed = user_data.get(field)
                     if hashed is None:
                         user_data[field] = [hexdigest]
                     elif hexdigest not in hashed:
                         hashed.append(hexdigest)
+            elif field is ADDRESS:
+                if value.__class__ is not dict:
+                    raise InvalidMessage("mapping_error", f"{path}.address: expected an object")
+                self._hash_into(user_data, value.items(), self._address_keys, f"{path}.address")
             else:
-                self._add(user_data, field, texts(value, path, key))
+                # Several values (or a number): each is hashed as the text `texts` reads.
+                values = [(key, item) for item in texts(value, path, key)]
+                self._hash_into(user_data, values, table, path)
 
 
 def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -442,33 +418,19 @@ def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
     currency = properties.get("currency")
     if currency is not None:
         if currency.__class__ is not str:
-            currency = text(currency, "properties.currency")
+            currency = text(currency, "properties", "currency")
         if currency:
             currency = currency.strip()
             if currency:
                 custom["currency"] = currency.upper()
-    for key in ("value", "revenue", "total", "price"):
+    for key in AMOUNT_KEYS:
         amount = properties.get(key)
         if amount is not None:
-            if amount.__class__ is float and "." in (shown := repr(amount)) and "e" not in shown:
-                value: str | None = shown  # as `decimal` would show it, without the call
-            else:
-                value = decimal(amount, "properties", key)
-            if value is not None:
-                custom["value"] = value
+            amount = decimal(amount, "properties", key)
+            if amount is not None:
+                custom["value"] = amount
                 break
-    order_id = properties.get("order_id")
-    if order_id is not None:
-        if order_id.__class__ is not str or not order_id:
-            order_id = text(order_id, "properties", "order_id")
-        if order_id is not None:
-            custom["order_id"] = order_id
-    query = properties.get("query")
-    if query is not None:
-        if query.__class__ is not str or not query:
-            query = text(query, "properties", "query")
-        if query is not None:
-            custom["search_string"] = query
+    _copy_texts(custom, properties, _ORDER, "properties")
     products = properties.get("products")
     if products is not None:
         if products.__class__ is not list:
@@ -488,42 +450,40 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
     num_items: int | None = None
     for index, product in enumerate(products):
         if product.__class__ is not dict:
-            raise InvalidMessage("mapping_error", f"{path}[{index}]: expected an object")
-        item: dict[str, Any] = {}
-        product_id = product.get("product_id")
-        if product_id.__class__ is not str or not product_id:
-            where = _where(path, index)
-            product_id = text(product_id, where, "product_id") or text(
-                product.get("sku"), where, "sku"
+            raise InvalidMessage(
+                "mapping_error", f"{_product_path(path, index)}: expected an object"
             )
-        if product_id is not None:
-            item["id"] = product_id
-            if product_id not in ids:
-                ids.append(product_id)
-        price = product.get("price")
-        if price is not None:
-            if price.__class__ is float and "." in (shown := repr(price)) and "e" not in shown:
-                # A finite float shown without an exponent is its own decimal text, as
-                # `decimal` would return it (inf and nan have no ".").
-                price = shown
-            else:
-                price = decimal(price, _where(path, index), "price")
+        item: dict[str, Any] = {}
+        try:
+            # Fields are named relative to the product; its path is built only for an error.
+            product_id = product.get("product_id")
+            if product_id.__class__ is not str or not product_id:
+                product_id = text(product_id, "", "product_id") or text(
+                    product.get("sku"), "", "sku"
+                )
+            if product_id is not None:
+                item["id"] = product_id
+                if product_id not in ids:
+                    ids.append(product_id)
+            price = product.get("price")
             if price is not None:
-                item["item_price"] = price
-        quantity = product.get("quantity")
-        if quantity is not None:
-            if quantity.__class__ is not int:
-                quantity = integer(quantity, _where(path, index), "quantity")
-            item["quantity"] = quantity
+                if price.__class__ is float and "." in (shown := repr(price)) and "e" not in shown:
+                    price = shown  # `decimal`'s reading of a finite float, without the call
+                else:
+                    price = decimal(price, "", "price")
+                if price is not None:
+                    item["item_price"] = price
+            quantity = product.get("quantity")
             if quantity is not None:
-                num_items = quantity if num_items is None else num_items + quantity
-        for target, key in PRODUCT_FIELDS:
-            value = product.get(key)
-            if value is not None:
-                if value.__class__ is not str:
-                    value = text(value, _where(path, index), key)
-                if value:
-                    item[target] = value
+                if quantity.__class__ is not int:
+                    quantity = integer(quantity, "", "quantity")
+                item["quantity"] = quantity
+                if quantity is not None:
+                    num_items = quantity if num_items is None else num_items + quantity
+            _copy_texts(item, product, PRODUCT_FIELDS, "")
+        except InvalidMessage as exc:
+            where = _product_path(path, index)
+            raise InvalidMessage(exc.reason, f"{where}.{exc.message}") from None
         if item:
             contents.append(item)
     if contents:
@@ -534,8 +494,8 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
             custom["num_items"] = num_items
 
 
-def _where(path: str, index: int) -> str:
-    """The product's path in errors, built only when one may be raised."""
+def _product_path(path: str, index: int) -> str:
+    """The product's path in errors: `path[index]`, or `properties` for the one product it holds."""
     return f"{path}[{index}]" if path else "properties"
 
 
@@ -546,31 +506,13 @@ def _app_fields(
     system = _place(context, "os", "context.os")
     network = _place(context, "network", "context.network")
     if app:
-        for target, key, path in APP_FIELDS:
-            value = app.get(key)
-            if value is not None:
-                value = text(value, path)
-                if value is not None:
-                    event[target] = value
+        _copy_texts(event, app, APP_FIELDS, "context.app")
     if device:
-        for target, key, path in DEVICE_FIELDS:
-            value = device.get(key)
-            if value is not None:
-                value = text(value, path)
-                if value is not None:
-                    event[target] = value
+        _copy_texts(event, device, DEVICE_FIELDS, "context.device")
     if network:
-        carrier = network.get("carrier")
-        if carrier is not None:
-            carrier = text(carrier, "context.network.carrier")
-            if carrier is not None:
-                event["device_carrier"] = carrier
+        _copy_texts(event, network, NETWORK_FIELDS, "context.network")
     if system:
-        version = system.get("version")
-        if version is not None:
-            version = text(version, "context.os.version")
-            if version is not None:
-                event["os_version"] = version
+        _copy_texts(event, system, OS_FIELDS, "context.os")
     wifi = network.get("wifi")
     if wifi.__class__ is bool:
         event["wifi"] = wifi
