@@ -201,12 +201,14 @@ class Hasher:
 
     A field keeps at most `MAX_VALUES_PER_FIELD` distinct hashes per event; what a hostile
     message carries beyond that is dropped and counted in `truncated` (per field).
+    The mappers count the `contents` items they drop there too: the hasher is what every
+    format shares.
     """
 
     def __init__(self, cache_size: int = 8192) -> None:
         self._cache_size = cache_size
         self._memo: dict[str, dict[str, str]] = {field: {} for field in HASHED_FIELDS}
-        self.truncated: dict[str, int] = dict.fromkeys(HASHED_FIELDS, 0)
+        self.truncated: dict[str, int] = dict.fromkeys((*HASHED_FIELDS, "contents"), 0)
 
     @property
     def memos(self) -> Mapping[str, Mapping[str, str]]:

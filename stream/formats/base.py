@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from stream.hashing import Hasher
 from stream.models import Skipped
 from stream.settings import SourceSettings
+
+MAX_CONTENTS: Final = 1000
+"""DESIGN §4: a format keeps at most this many `contents` items per message and counts what it
+drops in `Hasher.truncated["contents"]` (the hasher is what every mapper shares)."""
 
 Mapped: TypeAlias = tuple[dict[str, Any], Mapping[str, Any], str | None]
 """A mapped message: the event object, the decoded message and the message's own ad account.
