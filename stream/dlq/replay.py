@@ -46,7 +46,7 @@ def open_producer(kafka: KafkaSettings) -> Producer:
 def replay_headers(record: DeadLetterRecord) -> list[tuple[str, str | bytes | None]]:
     """The record's headers without the error headers, plus the replay count and origin."""
     previous = record.header(REPLAYED)
-    count = int(previous) + 1 if previous and previous.isdigit() else 1
+    count = int(previous) + 1 if previous and previous.isascii() and previous.isdigit() else 1
     kept = [(k, v) for k, v in record.headers if k not in DROPPED_ON_REPLAY]
     return [*kept, (REPLAYED, str(count).encode()), (REPLAYED_FROM, record.coordinates.encode())]
 

@@ -7,12 +7,12 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote_plus
 
-from stream.decode import EMPTY, decimal, decode_json_object, integer, text, texts
+from stream.decode import EMPTY, decimal, decode_json_object, exact_number, integer, text, texts
 from stream.errors import ConfigurationError, InvalidMessage
-from stream.formats.base import Mapped
-from stream.hashing import Hasher
+from stream.formats.base import MAX_CONTENTS, Mapped
+from stream.hashing import MAX_VALUES_PER_FIELD, Hasher
 from stream.models import Skipped
 from stream.settings import SourceSettings
 from stream.spec import ACTION_SOURCES, EVENT_NAMES
@@ -79,24 +79,33 @@ def event_key(name: str) -> str:
 
 
 def _epik(url: str) -> str | None:
-    start = url.find("epik=")
-    if start < 0:
+    """The first non-empty `epik` query parameter of `url`, decoded as `parse_qs` decodes it.
+
+    Found with `str.find`, not by parsing the query: a hostile ~1 MB URL of `epik` parameters
+    took `parse_qs` over 100 ms. The key is matched as written (`%65pik` is not `epik`).
+    """
+    fragment = url.find("#")
+    head = url if fragment < 0 else url[:fragment]
+    query = head.find("?") + 1
+    if not query:
         return None
-    if url[start - 1 : start] in ("?", "&") and "#" not in url and "epik=" not in url[start + 5 :]:
-        # The common shape, a single plain `epik` parameter: slice it out without parsing.
-        end = url.find("&", start)
-        value = url[start + 5 : end if end >= 0 else len(url)]
-        if "%" not in value and "+" not in value:
-            return value or None
-    values = parse_qs(urlsplit(url).query).get("epik")
-    return values[0] if values else None
+    start = head.find("epik=", query)
+    while start >= 0:
+        end = start + 5
+        if start == query or head[start - 1] == "&":
+            stop = head.find("&", end)
+            value = head[end : stop if stop >= 0 else len(head)]
+            if value:
+                return unquote_plus(value) if "%" in value or "+" in value else value
+        start = head.find("epik=", end)
+    return None
 
 
 def parse_event_time(value: Any, path: str) -> int:
     """Unix seconds from ISO-8601 text or epoch milliseconds (plain seconds are recognised too)."""
     if value.__class__ is str:
         stripped = value.strip()
-        if stripped.isdigit():
+        if stripped.isdigit() and stripped.isascii():  # "²" is a digit to str.isdigit
             return parse_event_time(int(stripped), path)
         try:
             moment = datetime.fromisoformat(stripped)
@@ -142,34 +151,83 @@ def _copy_texts(
                 target[name] = value
 
 
+def _copy_id(
+    target: dict[str, Any],
+    parent: Mapping[str, Any],
+    where: tuple[str, ...],
+    name: str,
+    raw: bytes,
+) -> None:
+    """Copies the id at `where` in the message `raw` (`parent` holds it) into `target[name]` as
+    `_copy_texts` would, keeping every digit of a number: orjson reads an integer beyond 64 bits
+    as a float, so two distinct long ids could become one; such a float is read again."""
+    key = where[-1]
+    value = parent.get(key)
+    if value.__class__ is str:
+        if value:
+            target[name] = value
+        return
+    if value.__class__ is float:
+        value = exact_number(raw, where)
+    found = text(value, ".".join(where[:-1]), key)
+    if found is not None:
+        target[name] = found
+
+
+def _times(amount: str, quantity: int) -> str:
+    """The decimal string `amount` (as `decimal` writes it) times `quantity`, exactly: integer
+    arithmetic on its digits, with as many decimals as `amount` has (14.99 times 3 is 44.97)."""
+    whole, _, fraction = amount.partition(".")
+    product = int(whole + fraction) * quantity
+    if not fraction:
+        return str(product)
+    digits = str(abs(product)).rjust(len(fraction) + 1, "0")
+    sign = "-" if product < 0 else ""
+    return f"{sign}{digits[: -len(fraction)]}.{digits[-len(fraction) :]}"
+
+
+# Where the ids read by `_copy_id` are in the message.
+_EVENT_ID: Final = ("properties", "event_id")
+_MESSAGE_ID: Final = ("messageId",)
+_ORDER_ID: Final = ("properties", "order_id")
 # (message key, target name) pairs read by `_copy_texts`, in the order they are written.
-_EVENT_ID: Final = (("event_id", "event_id"),)
-_MESSAGE_ID: Final = (("messageId", "event_id"),)
 _PAGE_URL: Final = (("url", "event_source_url"),)
 _WEB_IDENTITY: Final = (("ip", "client_ip_address"), ("userAgent", "client_user_agent"))
 _CLICK_ID: Final = (("click_id", "click_id"),)
-_ORDER: Final = (("order_id", "order_id"), ("query", "search_string"))
+_SEARCH: Final = (("query", "search_string"),)
 PRODUCT_FIELDS: Final = (
     ("name", "item_name"),
     ("category", "item_category"),
     ("brand", "item_brand"),
 )
+# A single-product event's own product fields describe the event's content too.
+CONTENT_FIELDS: Final = (
+    ("name", "content_name"),
+    ("category", "content_category"),
+    ("brand", "content_brand"),
+)
+_LIST_CATEGORY: Final = (("category", "content_category"),)
 APP_FIELDS: Final = (("namespace", "app_id"), ("name", "app_name"), ("version", "app_version"))
 DEVICE_FIELDS: Final = (("manufacturer", "device_brand"), ("model", "device_model"))
 NETWORK_FIELDS: Final = (("carrier", "device_carrier"),)
 OS_FIELDS: Final = (("version", "os_version"),)
-# The amounts a Segment event's value is read from, the first present winning.
-AMOUNT_KEYS: Final = ("value", "revenue", "total", "price")
+# The amounts a Segment event's value is read from, the first present winning; without any,
+# the value is `price` times `quantity` (Pinterest's value is the event's total).
+AMOUNT_KEYS: Final = ("value", "revenue", "total")
+# The event whose `properties.category` is the category viewed (Product List Viewed, Product
+# Category Viewed, or any event a source maps to it).
+_VIEW_CATEGORY: Final = "view_category"
 
 
 class SegmentMapper:
     """Maps one source's Segment messages; the event-name table is compiled once per source.
 
     Fields are read in a fixed order, which also fixes which problem a malformed message is
-    reported for. Each reading rule is written once (`_place`, `_copy_texts`, `_hash_into` and
-    `stream.decode`'s readers). This runs once per message on the forwarder's one busy core,
-    where a Python call costs about as much as reading a field, so the hottest reads take the
-    common shape with a one-line type check and call the rule only for anything else.
+    reported for. Each reading rule is written once (`_place`, `_copy_texts`, `_copy_id`,
+    `_hash_into` and `stream.decode`'s readers). This runs once per message on the forwarder's
+    one busy core, where a Python call costs about as much as reading a field, so the hottest
+    reads take the common shape with a one-line type check and call the rule only for anything
+    else.
     """
 
     spec_typed: Final = True
@@ -189,6 +247,7 @@ class SegmentMapper:
         self._unknown_is_custom = source.unknown_events == "custom"
         self._default_action_source = source.action_source
         self._one = hasher.one
+        self._truncated = hasher.truncated
         memos = hasher.memos
         # Key → (field, that field's memo): one lookup per key finds both.
         self._person = {key: (field, memos[field]) for key, field in PERSON_KEYS.items()}
@@ -252,9 +311,9 @@ class SegmentMapper:
             "event_time": event_time,
         }
         if "event_id" in properties:
-            _copy_texts(event, properties, _EVENT_ID, "properties")
+            _copy_id(event, properties, _EVENT_ID, "event_id", value)
         if "event_id" not in event:
-            _copy_texts(event, message, _MESSAGE_ID, "")
+            _copy_id(event, message, _MESSAGE_ID, "event_id", value)
             if "event_id" not in event:
                 event["event_id"] = hashlib.blake2b(value, digest_size=16).hexdigest()
 
@@ -263,6 +322,9 @@ class SegmentMapper:
             page = _place(context, "page", "context.page")
         if page:
             _copy_texts(event, page, _PAGE_URL, "context.page")
+        if "event_source_url" not in event and "url" in properties:
+            # Server-side libraries (analytics-python, analytics-node) send no context.page.
+            _copy_texts(event, properties, _PAGE_URL, "properties")
         url = event.get("event_source_url")
         if device and device.get("adTrackingEnabled") is False:
             event["opt_out"] = True
@@ -276,7 +338,7 @@ class SegmentMapper:
 
         event["user_data"] = self._user_data(message, properties, context, device, url)
         if properties:
-            custom_data = _custom_data(properties)
+            custom_data = self._custom_data(properties, event_name, value)
             if custom_data:
                 event["custom_data"] = custom_data
         if device or context.get("app") is not None or context.get("os") is not None:
@@ -380,7 +442,9 @@ class SegmentMapper:
         `user_data`'s arrays, once each; `table` maps a key to its field and that field's memo.
 
         The hottest loop of the forwarder: each object's own keys (a handful) are walked once
-        instead of probing every alias, and a memo hit is appended without a call.
+        instead of probing every alias, and a memo hit is appended without a call. Single values
+        add at most a few hashes per field (one per key and place), so a list is searched; an
+        array, which may hold thousands, goes through `_hash_many`.
         """
         for key, value in pairs:
             found = table.get(key)
@@ -402,51 +466,104 @@ class SegmentMapper:
                     if hashed is None:
                         user_data[field] = [hexdigest]
                     elif hexdigest not in hashed:
-                        hashed.append(hexdigest)
+                        if len(hashed) < MAX_VALUES_PER_FIELD:
+                            hashed.append(hexdigest)
+                        else:
+                            self._truncated[field] += 1
             elif field is ADDRESS:
                 if value.__class__ is not dict:
                     raise InvalidMessage("mapping_error", f"{path}.address: expected an object")
                 self._hash_into(user_data, value.items(), self._address_keys, f"{path}.address")
             else:
                 # Several values (or a number): each is hashed as the text `texts` reads.
-                values = [(key, item) for item in texts(value, path, key)]
-                self._hash_into(user_data, values, table, path)
+                self._hash_many(user_data, field, memo, texts(value, path, key))
 
-
-def _custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
-    custom: dict[str, Any] = {}
-    currency = properties.get("currency")
-    if currency is not None:
-        if currency.__class__ is not str:
-            currency = text(currency, "properties", "currency")
-        if currency:
-            currency = currency.strip()
-            if currency:
-                custom["currency"] = currency.upper()
-    for key in AMOUNT_KEYS:
-        amount = properties.get(key)
-        if amount is not None:
-            amount = decimal(amount, "properties", key)
-            if amount is not None:
-                custom["value"] = amount
+    def _hash_many(
+        self, user_data: dict[str, Any], field: str, memo: Mapping[str, str], values: list[str]
+    ) -> None:
+        """Adds the hashes of `values` to `user_data[field]` until it holds
+        `MAX_VALUES_PER_FIELD` distinct ones; the rest are counted in `Hasher.truncated` the way
+        `Hasher.hash_values` counts them (a verbatim repeat of an earlier value is no loss),
+        without being hashed: a hostile array may hold 80,000 values."""
+        hashed: list[str] = user_data.get(field) or []
+        seen = set(hashed)
+        for index, value in enumerate(values):
+            if len(hashed) >= MAX_VALUES_PER_FIELD:
+                rest = values[index:]
+                earlier = set(values[:index]).__contains__
+                self._truncated[field] += len(rest) - sum(map(earlier, rest))
                 break
-    _copy_texts(custom, properties, _ORDER, "properties")
-    products = properties.get("products")
-    if products is not None:
-        if products.__class__ is not list:
-            raise InvalidMessage("mapping_error", "properties.products: expected an array")
-        if products:
-            _contents(custom, products, "properties.products")
-    elif properties.get("product_id") is not None or properties.get("sku") is not None:
-        _contents(custom, [properties], "")
-    return custom
+            hexdigest = memo.get(value)
+            if hexdigest is None:
+                hexdigest = self._one(field, value)
+            if hexdigest and hexdigest not in seen:
+                seen.add(hexdigest)
+                hashed.append(hexdigest)
+        if hashed:
+            user_data[field] = hashed
+
+    def _custom_data(
+        self, properties: Mapping[str, Any], event_name: str, raw: bytes
+    ) -> dict[str, Any]:
+        custom: dict[str, Any] = {}
+        currency = properties.get("currency")
+        if currency is not None:
+            if currency.__class__ is not str:
+                currency = text(currency, "properties", "currency")
+            if currency:
+                currency = currency.strip()
+                if currency:
+                    custom["currency"] = currency.upper()
+        priced = False
+        for key in AMOUNT_KEYS:
+            amount = properties.get(key)
+            if amount is not None:
+                amount = decimal(amount, "properties", key)
+                if amount is not None:
+                    custom["value"] = amount
+                    break
+        else:
+            price = properties.get("price")
+            if price is not None:
+                price = decimal(price, "properties", "price")
+                if price is not None:
+                    custom["value"] = price
+                    priced = True
+        if "order_id" in properties:
+            _copy_id(custom, properties, _ORDER_ID, "order_id", raw)
+        if "query" in properties:
+            _copy_texts(custom, properties, _SEARCH, "properties")
+        products = properties.get("products")
+        if products is not None:
+            if products.__class__ is not list:
+                raise InvalidMessage("mapping_error", "properties.products: expected an array")
+            if len(products) > MAX_CONTENTS:
+                self._truncated["contents"] += len(products) - MAX_CONTENTS
+                products = products[:MAX_CONTENTS]
+            if products:
+                _contents(custom, products, "properties.products")
+        elif properties.get("product_id") is not None or properties.get("sku") is not None:
+            _contents(custom, [properties], "")
+            _copy_texts(custom, properties, CONTENT_FIELDS, "properties")
+        if event_name == _VIEW_CATEGORY and "category" in properties:
+            _copy_texts(custom, properties, _LIST_CATEGORY, "properties")
+        if priced:
+            # The quantity is read last, after the product's own reading of it, so a message
+            # with several problems is reported for the same one as before price times quantity.
+            quantity = properties.get("quantity")
+            if quantity is not None and quantity != 1:
+                if quantity.__class__ is not int:
+                    quantity = integer(quantity, "properties", "quantity")
+                if quantity is not None and quantity != 1:
+                    custom["value"] = _times(custom["value"], quantity)
+        return custom
 
 
 def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
     """`contents`, `content_ids` and `num_items` from product objects; no `path` means the one
     product is `properties` itself."""
     contents: list[dict[str, Any]] = []
-    ids: list[str] = []
+    ids: dict[str, None] = {}  # ordered and de-duplicated in constant time per id
     num_items: int | None = None
     for index, product in enumerate(products):
         if product.__class__ is not dict:
@@ -463,8 +580,7 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
                 )
             if product_id is not None:
                 item["id"] = product_id
-                if product_id not in ids:
-                    ids.append(product_id)
+                ids[product_id] = None
             price = product.get("price")
             if price is not None:
                 if price.__class__ is float and "." in (shown := repr(price)) and "e" not in shown:
@@ -489,7 +605,7 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:
     if contents:
         custom["contents"] = contents
         if ids:
-            custom["content_ids"] = ids
+            custom["content_ids"] = list(ids)
         if num_items is not None:
             custom["num_items"] = num_items
 

@@ -15,7 +15,6 @@ import urllib.error
 import uuid
 from pathlib import Path
 
-import pytest
 from confluent_kafka.admin import NewTopic
 
 from benchmarks.bench_worst_message import worst_messages
@@ -134,11 +133,6 @@ def test_healthz_answers_within_a_second_while_the_worst_messages_are_transforme
     assert metrics['capi_stream_truncated_values_total{field="em"}'] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="formats/segment.py de-duplicates emails and product ids in lists (quadratic): "
-    "the segment format's part of issue 15 item 2; remove this mark once it is linear",
-)
 def test_healthz_answers_within_a_second_while_the_worst_segment_messages_are_transformed(
     kafka: Broker, sandbox: SandboxProcess, tmp_path: Path
 ) -> None:

@@ -19,7 +19,12 @@ re-recorded with `python -m tests.unit.test_transform_golden`:
 - a message routed to an ad account outside the configured ones is `invalid_event`
   "ad_account_id: not one of the configured ad accounts" (issue 15, DESIGN §3): one
   Pinterest-format message whose planted `ad_account_id` is 19900131; the recorded ones route
-  to 123, which `allowed_ad_accounts` lists.
+  to 123, which `allowed_ad_accounts` lists;
+- the `segment` format's single-product events carry `content_name`, `content_category` and
+  `content_brand` (DESIGN §3): 285 results (205 messages, Product Viewed / Product Added, web
+  and crm-seg sources), whose other fields are unchanged. No recorded message has a page URL
+  only in `properties.url`, nor a price times a quantity other than 1 without
+  value/revenue/total; those are covered by tests/unit/test_format_segment.py.
 """
 
 from __future__ import annotations
