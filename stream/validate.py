@@ -141,7 +141,7 @@ class _Compiler:
 
         return check
 
-    def _object(self, node: Mapping[str, Any], allowed: frozenset[type]) -> Check:
+    def _object(self, node: Mapping[str, Any], allowed: frozenset[type]) -> Check:  # noqa: C901 - its closures are the hot-path checks, split by case on purpose
         schemas: Mapping[str, Any] = node.get("properties", {})
         rules = {key: self.compile(sub) for key, sub in schemas.items()}
         # Split so that the common cases cost no call: a leaf of exactly one class, and an
