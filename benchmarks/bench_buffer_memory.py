@@ -17,8 +17,8 @@ import os
 import time
 from typing import get_args
 
-from stream.app import RECORD_OVERHEAD_BYTES
 from stream.batcher import Batch, Batcher, BatchKey
+from stream.ingest import RECORD_OVERHEAD_BYTES
 from stream.models import PinterestEvent, SourceRecord
 from stream.offsets import OffsetTracker
 from stream.settings import Settings

@@ -7,22 +7,22 @@ import gc
 import logging
 import signal
 import time
-from operator import attrgetter
 
 from prometheus_client import CollectorRegistry
 
 from stream.backpressure import Backpressure, BufferAccount
-from stream.batcher import Batcher, BatchKey
+from stream.batcher import Batcher
 from stream.dispatcher import Dispatcher
 from stream.dlq.producer import DeadLetterProducer
 from stream.errors import ConfigurationError
 from stream.http_server import HealthServer
+from stream.ingest import Ingest
 from stream.metrics import Metrics
-from stream.models import DeadLetter, PinterestEvent, SourceRecord
+from stream.models import SourceRecord
 from stream.pinterest.client import PinterestClient
 from stream.quality import quality_poller
 from stream.retry import Backoff
-from stream.settings import Settings, SourceSettings
+from stream.settings import Settings
 from stream.settlement import Settlement, Ticket, wait_until
 from stream.source import KafkaSource
 from stream.transform import Transformer
@@ -32,14 +32,6 @@ log = logging.getLogger(__name__)
 POLL_MAX_MESSAGES = 1000
 POLL_TIMEOUT_S = 0.1
 TEST_MODE_MAX_EVENTS = 20
-# Per-message RSS of what is held beyond the raw value and the encoded event (record, ticket,
-# event, offset, batch slot): 720-950 B measured by benchmarks/bench_buffer_memory.py.
-RECORD_OVERHEAD_BYTES = 900
-# A poll is transformed in slices of about this many bytes, yielding to the event loop between
-# them: 1,000 messages near kafka.max_message_bytes would otherwise hold it (and /healthz) for
-# seconds. The worst messages cost < 50 ms of CPU per MB (benchmarks/bench_worst_message.py).
-INGEST_SLICE_BYTES = 4 * 1024 * 1024
-_VALUE = attrgetter("value")
 # Survivors of start-up are frozen out of the collector; these thresholds keep the young
 # generation from being scanned every few hundred allocations on the hot path.
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -127,13 +119,15 @@ class App:
         )
         # Pinterest's Event Quality Score: None unless pinterest.quality.enabled.
         self.quality = quality_poller(settings, self.metrics.quality)
-        self._sources: dict[str, SourceSettings] = {}
-        self._default_account: dict[str, str] = {}
-        for source in settings.sources:
-            self._sources.setdefault(source.topic, source)
-            self._default_account.setdefault(source.topic, settings.ad_account_for(source) or "")
-        self._test = settings.pinterest.test_mode
-        self._batch_keys: dict[str, BatchKey] = {}
+        self.ingest = Ingest(
+            settings,
+            self.transformer,
+            self.batcher,
+            self.dispatcher.submit,
+            self.settlement,
+            self.buffer,
+            self.metrics,
+        )
         self._stop = asyncio.Event()
         self._draining = False
 
@@ -240,7 +234,7 @@ class App:
                     # only with room for it, so the buffer cap is still crossed by one poll at most.
                     prefetch = asyncio.create_task(source.poll(POLL_MAX_MESSAGES, POLL_TIMEOUT_S))
                 if records:
-                    await self._ingest_in_slices(records)
+                    await self.ingest.poll(records)
                 for batch in self.batcher.due():
                     self.dispatcher.submit(batch)
                 self.metrics.buffer_changed(buffer.events, buffer.bytes)
@@ -248,70 +242,6 @@ class App:
             if prefetch is not None:
                 # Untracked records are simply consumed again by whoever owns them next.
                 await asyncio.gather(prefetch, return_exceptions=True)
-
-    async def _ingest_in_slices(self, records: list[SourceRecord]) -> None:
-        """`_ingest` for slices of at most INGEST_SLICE_BYTES, yielding to the loop between."""
-        # One C-level pass over the poll; a usual poll is a single slice.
-        if sum(map(len, filter(None, map(_VALUE, records)))) <= INGEST_SLICE_BYTES:
-            self._ingest(records)
-            return
-        start = size = 0
-        for index, record in enumerate(records):
-            value_bytes = len(record.value or b"")
-            if size + value_bytes > INGEST_SLICE_BYTES and index > start:
-                # Records are tracked when their slice is ingested, so a rebalance during the
-                # pause leaves the revoked partitions' records unprocessed, as it should.
-                self._ingest(records[start:index])
-                await asyncio.sleep(0)
-                start, size = index, 0
-            size += value_bytes
-        self._ingest(records[start:])
-
-    def _ingest(self, records: list[SourceRecord]) -> None:
-        settlement = self.settlement
-        dead_letter = settlement.dead_letter
-        buffer = self.buffer
-        batcher = self.batcher
-        submit = self.dispatcher.submit
-        transform = self.transformer.transform
-        sources = self._sources
-        keys = self._batch_keys
-        counts: dict[str, int] = {}
-        held = held_bytes = 0
-        try:
-            for record, epoch in zip(records, settlement.track(records), strict=True):
-                if epoch is None:
-                    continue
-                topic = record.topic
-                counts[topic] = counts.get(topic, 0) + 1
-                value = record.value
-                # Transformer.transform never raises: bad input comes back as a DeadLetter.
-                result = transform(sources[topic], value, record.timestamp_ms)
-                # Held until settled: the raw value (for the DLQ), the encoded event and the
-                # objects around them.
-                size = RECORD_OVERHEAD_BYTES + (len(value) if value else 0)
-                if type(result) is PinterestEvent:
-                    size += len(result.body)
-                held += 1
-                held_bytes += size
-                ticket = Ticket(record, epoch, size)
-                if type(result) is PinterestEvent:
-                    account = result.ad_account_id or self._default_account[topic]
-                    key = keys.get(account)
-                    if key is None:
-                        key = keys[account] = BatchKey(account, self._test)
-                    batch = batcher.add(key, result, ticket)
-                    if batch is not None:
-                        submit(batch)
-                elif type(result) is DeadLetter:
-                    dead_letter(ticket, result.reason, result.message, None, 0)
-                else:
-                    settlement.skipped(ticket)
-        finally:
-            # Added once per poll; nothing reads the account until this returns.
-            buffer.add(held_bytes, held)
-        for topic, count in counts.items():
-            self.metrics.events_consumed_from(topic, count)
 
     # --- credentials ---------------------------------------------------------------------------
 
