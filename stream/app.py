@@ -86,6 +86,9 @@ class App:
             settings.kafka.group_id,
             sorted({s.topic for s in settings.sources}),
             on_statistics=self.metrics.kafka_statistics,
+            reread_password=(
+                settings.kafka.sasl_password_value if settings.kafka.sasl_password_file else None
+            ),
         )
         self.settlement = Settlement(
             self.source,

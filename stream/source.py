@@ -11,6 +11,7 @@ from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from stream.errors import ConfigurationError
 from stream.logs import RateLimitedLogger
 from stream.models import SourceRecord
 from stream.offsets import TopicPartitionKey
@@ -68,6 +69,7 @@ class KafkaSource:
         group_id: str,
         topics: list[str],
         on_statistics: Callable[[str], None] | None = None,
+        reread_password: Callable[[], str | None] | None = None,
     ) -> None:
         config: dict[str, Any] = {
             **DEFAULT_CONSUMER_CONFIG,
@@ -82,6 +84,7 @@ class KafkaSource:
             config.pop("statistics.interval.ms", None)
         self._config = config
         self._topics = topics
+        self._reread_password = reread_password
         # Given to start(): the listener commits through this source, so it is built later.
         self._listener: RebalanceListener
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
@@ -171,9 +174,34 @@ class KafkaSource:
             self._measure_share(consumer)
         if records:
             self._refused_since = None
+        refused = self._refused_since is not None or self._refused is not None
+        if refused and self._rotated_password(consumer):
+            return records
         if self._refused is not None:
             raise KafkaException(self._refused)
         return records
+
+    def _rotated_password(self, consumer: Consumer) -> bool:
+        """While Kafka refuses the credentials, a new password in kafka.sasl_password_file (a
+        rotated Kubernetes Secret) is taken up by a new consumer; True when that happened."""
+        if self._reread_password is None:
+            return False
+        try:
+            password = self._reread_password()
+        except ConfigurationError:
+            return False  # mid-rotation the file may be briefly missing or empty
+        if password is None or password == self._config.get("sasl.password"):
+            return False
+        log.warning(
+            "Kafka refuses the credentials and kafka.sasl_password_file changed: reconnecting"
+        )
+        self._config["sasl.password"] = password
+        consumer.close()
+        self._consumer = None
+        self._refused = None
+        self._refused_since = None
+        self._start()
+        return True
 
     def _apply_pause(self, consumer: Consumer) -> None:
         wanted = self.assignment if self._want_paused else self._held & self.assignment

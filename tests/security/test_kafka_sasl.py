@@ -91,3 +91,34 @@ def test_wrong_password_exits_non_zero_with_a_clear_error_and_commits_nothing(
     assert "not-the-password" not in log
     assert broker.committed_offsets(config["kafka"]["group_id"], topic) == {0: -1001}
     assert sandbox.stats()["events"]["received"] == 0
+
+
+def test_a_rotated_password_file_reconnects_without_a_restart(
+    sasl_kafka: SaslBroker,  # noqa: F811
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+) -> None:
+    broker = sasl_kafka.plain
+    topic = broker.create_topic()
+    messages = list(ClickstreamGenerator(seed=22, poison_ratio=0.0).messages(200))
+    produce(broker, topic, messages)
+    password_file = tmp_path / "secret" / "password"
+    password_file.parent.mkdir()
+    password_file.write_text("the-old-password\n")
+    config = sasl_config(sasl_kafka, sandbox, topic, password_file)
+    group = config["kafka"]["group_id"]
+    with running_forwarder(config, tmp_path) as forwarder:
+        wait_until(lambda: "refused the credentials" in forwarder.log(), 60, "the old one refused")
+        # As Kubernetes updates a Secret volume: a new file swapped in atomically.
+        fresh = password_file.with_name("password.new")
+        fresh.write_text(sasl_kafka.password_file.read_text())
+        fresh.replace(password_file)
+        wait_until(
+            lambda: broker.committed_offsets(group, topic) == broker.end_offsets(topic),
+            90,
+            "all offsets committed with the new password",
+        )
+        assert "sasl_password_file changed: reconnecting" in forwarder.log()
+        assert forwarder.terminate() == 0
+    assert set(delivered_keys(sandbox)) == valid_keys(messages)
+    assert "the-old-password" not in forwarder.log()
