@@ -49,7 +49,11 @@ def test_group_resumes_at_committed_offsets(kafka: Broker, new_topic: Callable[.
 
     assert not set(seen) & set(rest), "messages re-read after commit"
     assert len(seen) + len(rest) == MESSAGES
-    assert kafka.committed_offsets(group, topic) == kafka.end_offsets(topic)
+    # The sticky partitioner may leave a partition empty (batch boundaries depend on timing):
+    # an empty partition has no position to commit, and nothing to resume.
+    committed_now = kafka.committed_offsets(group, topic)
+    for partition, end in kafka.end_offsets(topic).items():
+        assert committed_now[partition] == end or (end == 0 and committed_now[partition] < 0)
 
 
 @pytest.mark.kafka
