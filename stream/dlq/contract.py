@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 DeadLetterReason = Literal[
     "decode_error",
@@ -13,15 +13,7 @@ DeadLetterReason = Literal[
     "request_invalid",
     "retries_exhausted",
 ]
-DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
-    "decode_error",
-    "invalid_event",
-    "mapping_error",
-    "too_old",
-    "rejected_by_pinterest",
-    "request_invalid",
-    "retries_exhausted",
-)
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)
 
 REASON: Final = "capi.error.reason"
 MESSAGE: Final = "capi.error.message"
