@@ -52,7 +52,9 @@ def _default(info: FieldInfo) -> str:
         return "required"
     else:
         value = info.default
-    return "`" + json.dumps(value) + "`" if not isinstance(value, BaseModel) else "(section)"
+    if isinstance(value, BaseModel):
+        return "(section)"
+    return "`" + json.dumps(str(value) if isinstance(value, Path) else value) + "`"
 
 
 def _rows(model: type[BaseModel], prefix: str, env: str | None) -> list[str]:

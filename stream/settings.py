@@ -108,6 +108,11 @@ class SourceSettings(Section):
         description="Dotted paths tried in order for event_id, before the format's own",
     )
 
+    enrich: Literal["identity"] | None = Field(
+        default=None,
+        description="identity: add the hashed identifiers a user gave earlier (identify calls, "
+        "earlier events) to that user's later events; Segment-shaped sources keyed by user",
+    )
     url_parameters_kept: list[str] = Field(
         default_factory=lambda: ["epik", "utm_*"],
         description="event_source_url query parameters kept even when their value looks like an "
@@ -317,6 +322,26 @@ class MetricsSettings(Section):
     )
 
 
+class IdentitySettings(Section):
+    """Where identity enrichment keeps its state (used only by sources with `enrich: identity`)."""
+
+    state_dir: Path = Field(
+        default=Path("capi-stream-state"),
+        description="Directory of the per-partition identity stores (local disk; restored from "
+        "the changelog topic when empty)",
+    )
+    ttl_days: float = Field(
+        default=30.0, gt=0, description="Identifiers are forgotten this long after last seen"
+    )
+    changelog_replication_factor: int = Field(
+        default=-1, ge=-1, description="Replication of the changelog topics (-1: broker default)"
+    )
+
+    def changelog_topic(self, group_id: str, source_topic: str) -> str:
+        """The compacted topic backing one source topic's stores (one partition per partition)."""
+        return f"{group_id}-{source_topic}-identity-changelog"
+
+
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     format: Literal["plain", "json"] = Field(default="plain")
@@ -341,6 +366,7 @@ class Settings(BaseSettings):
     buffer: BufferSettings = Field(default_factory=BufferSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
@@ -365,6 +391,12 @@ class Settings(BaseSettings):
             raise ValueError("sources: each source needs a distinct topic or name")
         if self.kafka.dead_letter_topic in {s.topic for s in self.sources}:
             raise ValueError("kafka.dead_letter_topic must not be one of the source topics")
+        for source in self.sources:
+            if source.enrich == "identity" and source.format != "segment":
+                raise ValueError(
+                    f"sources.{source.source_name}.enrich: identity needs format segment (its "
+                    "identity keys are userId and anonymousId)"
+                )
         if self.sending.initial_concurrency > self.sending.max_concurrency:
             raise ValueError("sending.initial_concurrency must not exceed sending.max_concurrency")
         return self
@@ -377,6 +409,10 @@ class Settings(BaseSettings):
 
     def ad_account_for(self, source: SourceSettings) -> str | None:
         return source.ad_account_id or self.pinterest.ad_account_id
+
+    def enriched_topics(self) -> list[str]:
+        """The source topics whose messages go through identity enrichment."""
+        return sorted({s.topic for s in self.sources if s.enrich == "identity"})
 
     def configured_ad_accounts(self) -> frozenset[str]:
         """Every ad account this process may send to: the default, the sources' own and the

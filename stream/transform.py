@@ -13,8 +13,10 @@ import orjson
 from stream.decode import dotted, exact_number, text
 from stream.errors import ConfigurationError, InvalidMessage
 from stream.formats import FORMATS, Mapper, MapperFactory
-from stream.formats.base import Normalizing
+from stream.formats.base import Identified, Normalizing
 from stream.hashing import Hasher
+from stream.identity.profile import IdentityProfiles, Learned
+from stream.identity.store import Store
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped, TransformResult
 from stream.settings import OptOutRule, Settings, SourceSettings
 from stream.urls import UrlScrubber
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS: Final = 200
 # A tombstone (no value) is no event in any format.
 _NO_VALUE: Final = DeadLetter("decode_error", "message has no value")
+_IDENTIFY: Final = Skipped("segment identify message")
 _UNKNOWN_ACCOUNT: Final = "ad_account_id: not one of the configured ad accounts"
 
 
@@ -105,6 +108,7 @@ class _Source:
     opt_out: MatchRule | None
     event_id_paths: IdPaths
     urls: UrlScrubber
+    enrich: bool
 
 
 _IP_AND_USER_AGENT: Final = int(Signal.IP_AND_USER_AGENT)
@@ -148,8 +152,12 @@ class Transformer:
         clock: Callable[[], float] = time.time,
         hash_cache_size: int = 8192,
         formats: Mapping[str, MapperFactory] = FORMATS,
+        profiles: IdentityProfiles | None = None,
     ) -> None:
+        """`profiles` is the identity stage of the sources with `enrich: identity` (built from
+        `settings.identity` if not given)."""
         self._settings = settings
+        self.profiles = profiles or IdentityProfiles(settings.identity.ttl_days * 86_400, clock)
         self._clock = clock
         self._hasher = Hasher(hash_cache_size)
         self._formats = formats
@@ -193,6 +201,7 @@ class Transformer:
             opt_out=MatchRule.of(source.opt_out),
             event_id_paths=tuple((tuple(path.split(".")), path) for path in source.event_id_path),
             urls=UrlScrubber(source.url_parameters_kept),
+            enrich=source.enrich == "identity",
         )
         self._sources[id(source)] = compiled
         return compiled
@@ -239,8 +248,15 @@ class Transformer:
         return self._ldp_without_state
 
     def transform(
-        self, source: SourceSettings, value: bytes | None, kafka_timestamp_ms: int | None
+        self,
+        source: SourceSettings,
+        value: bytes | None,
+        kafka_timestamp_ms: int | None,
+        identities: Store | None = None,
+        partition: int = 0,
     ) -> TransformResult:
+        """`identities` is the store of the message's partition (`partition`) for a source with
+        `enrich: identity`; without it the message is mapped on its own."""
         compiled = self._sources.get(id(source))
         if compiled is None or compiled.source is not source:
             compiled = self._compile(source)
@@ -253,7 +269,7 @@ class Transformer:
                 f"message of {len(value)} bytes over kafka.max_message_bytes ({self._max_bytes})",
             )
         try:
-            return self._transform(compiled, value, kafka_timestamp_ms)
+            return self._transform(compiled, value, kafka_timestamp_ms, identities, partition)
         except InvalidMessage as exc:
             return DeadLetter(exc.reason, exc.message[:MAX_MESSAGE_CHARS])
         except RecursionError:
@@ -263,11 +279,19 @@ class Transformer:
             return DeadLetter("mapping_error", f"unexpected {type(exc).__name__} while mapping")
 
     def _transform(
-        self, compiled: _Source, value: bytes, kafka_timestamp_ms: int | None
+        self,
+        compiled: _Source,
+        value: bytes,
+        kafka_timestamp_ms: int | None,
+        identities: Store | None,
+        partition: int,
     ) -> TransformResult:
         mapped = compiled.mapper.map(value, kafka_timestamp_ms)
         if mapped.__class__ is Skipped:
             return mapped
+        if mapped.__class__ is Identified:
+            self._learn(compiled, mapped, identities, partition)
+            return _IDENTIFY
         event, message, own_account = mapped  # type: ignore[misc]
         if own_account is not None and own_account not in compiled.ad_accounts:
             # An account the token may not serve would hold the partition's commits for ever.
@@ -286,6 +310,14 @@ class Transformer:
         else:
             # Only messages passed through can carry the flag themselves.
             ldp = not compiled.spec_typed and _carries_ldp(event)
+        if compiled.enrich and identities is not None:
+            flags = Learned(event.get("opt_out") is True, ldp)
+            known = self.profiles.enrich(identities, partition, message, event, flags)
+            if known.opt_out:
+                event["opt_out"] = True
+            if known.ldp and not ldp:
+                _flag_ldp(event, ())
+                ldp = True
         body = orjson.dumps(event)
         if compiled.spec_typed:
             # The mapper (and the flags above) only build spec keys with spec types.
@@ -313,6 +345,30 @@ class Transformer:
             own_account or compiled.ad_account_id,
             b"".join((body, b"")),
             signals_of(event["user_data"]),
+        )
+
+    def _learn(
+        self,
+        compiled: _Source,
+        identified: Identified,
+        identities: Store | None,
+        partition: int,
+    ) -> None:
+        """Remembers who an identify call names, with the privacy the source's rules give it."""
+        if identities is None:
+            return
+        message = identified.message
+        opt_out = identified.opt_out or (
+            compiled.opt_out is not None and compiled.opt_out.matches(message)
+        )
+        ldp = compiled.ldp is not None and compiled.ldp.match(message) is not None
+        self.profiles.learn(
+            identities,
+            partition,
+            message,
+            identified.user_data,
+            identified.event_time,
+            Learned(opt_out, ldp),
         )
 
     def _count_ldp_without_state(self, source: SourceSettings) -> None:

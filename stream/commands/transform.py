@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from stream.identity.store import MemoryStore
 from stream.models import DeadLetter, PinterestEvent, TransformResult
 from stream.settings import load_settings
 from stream.transform import Transformer
@@ -38,11 +39,14 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     source = settings.source(args.source) if args.source else settings.sources[0]
     transformer = Transformer(settings)
+    # A source with `enrich: identity` enriches over the input's lines as the forwarder would
+    # over a partition's messages; the profiles live only as long as the command.
+    identities = MemoryStore() if source.enrich == "identity" else None
     output = sys.stdout.buffer
     for line in sys.stdin.buffer:
         stripped = line.strip()
         # Stands in for the Kafka timestamp a freshly produced message would carry.
-        result = transformer.transform(source, stripped, int(time.time() * 1000))
+        result = transformer.transform(source, stripped, int(time.time() * 1000), identities)
         output.write(render(result) + b"\n")
     output.flush()
     return 0

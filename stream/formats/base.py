@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from stream.hashing import Hasher
@@ -23,13 +24,26 @@ A plain tuple: it is built once per message, where a dataclass would cost measur
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Identified:
+    """A message that is not sent but tells who the user is (a Segment `identify`), returned only
+    to sources with `enrich: identity`: its hashed `user_data`, the decoded message (for the
+    identity keys and the privacy rules) and its time."""
+
+    user_data: Mapping[str, Any]
+    message: Mapping[str, Any]
+    event_time: int
+    opt_out: bool
+
+
 class Mapper(Protocol):
     """Maps the messages of one source; built once per source by the format's `MapperFactory`.
 
     `map` decodes the bytes itself (JSON formats call `stream.decode.decode_json_object`), so a
     format is free to read any encoding. A message that cannot become an event raises
     `InvalidMessage` with a reason and a text naming fields, never values; a message the format
-    deliberately ignores returns a `Skipped`. Anything else it raises is dead-lettered as a
+    deliberately ignores returns a `Skipped` (or, for an enriching source, an `Identified` when
+    it names the user's identifiers). Anything else it raises is dead-lettered as a
     `mapping_error`, so a mapper bug costs one message, never the stream.
     """
 
@@ -40,7 +54,7 @@ class Mapper(Protocol):
         against the schema."""
         ...
 
-    def map(self, value: bytes, kafka_timestamp_ms: int | None) -> Mapped | Skipped:
+    def map(self, value: bytes, kafka_timestamp_ms: int | None) -> Mapped | Skipped | Identified:
         """The event for one message's value (never None: the caller dead-letters tombstones)."""
         ...
 

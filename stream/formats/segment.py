@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 
 from stream.decode import EMPTY, decimal, decode_json_object, exact_number, integer, text, texts
 from stream.errors import ConfigurationError, InvalidMessage
-from stream.formats.base import MAX_CONTENTS, Mapped
+from stream.formats.base import MAX_CONTENTS, Identified, Mapped
 from stream.hashing import MAX_VALUES_PER_FIELD, Hasher
 from stream.models import Skipped
 from stream.settings import SourceSettings
@@ -255,10 +255,11 @@ class SegmentMapper:
         self._address_keys = {key: (field, memos[field]) for key, field in ADDRESS_KEYS.items()}
         self._user_id = {"userId": ("external_id", memos["external_id"])}
         self._advertising_id = {"advertisingId": ("hashed_maids", memos["hashed_maids"])}
+        self._learns_identities = source.enrich == "identity"
         self._seconds: dict[str, int] = {}
         self._languages: dict[str, str | None] = {}
 
-    def map(self, value: bytes, kafka_timestamp_ms: int | None) -> Mapped | Skipped:  # noqa: C901 - the hot path, flat on purpose: a call per step costs ~1 % per event
+    def map(self, value: bytes, kafka_timestamp_ms: int | None) -> Mapped | Skipped | Identified:  # noqa: C901 - the hot path, flat on purpose: a call per step costs ~1 % per event
         """The Pinterest event object (no nulls, no empty containers), or why it is skipped."""
         message = decode_json_object(value)
         kind = message.get("type")
@@ -276,6 +277,8 @@ class SegmentMapper:
             event_name = "page_visit"
         elif kind.__class__ is not str:
             raise InvalidMessage("mapping_error", "type: expected a string")
+        elif kind == "identify" and self._learns_identities:
+            return self._identified(message, kafka_timestamp_ms)
         elif kind in SKIPPED_TYPES:
             return _SKIPPED[kind]
         else:
@@ -293,17 +296,7 @@ class SegmentMapper:
         if device.__class__ is not dict:
             device = _place(context, "device", "context.device")
         action_source = self._action_source(properties, context, device)
-        moment = message.get("timestamp")
-        if moment is not None:
-            event_time = self._event_time(moment, "timestamp")
-        else:
-            moment = message.get("originalTimestamp")
-            if moment is not None:
-                event_time = self._event_time(moment, "originalTimestamp")
-            elif kafka_timestamp_ms is not None:
-                event_time = kafka_timestamp_ms // 1000
-            else:
-                raise InvalidMessage("mapping_error", "timestamp: missing, and no Kafka timestamp")
+        event_time = self._message_time(message, kafka_timestamp_ms)
 
         event: dict[str, Any] = {
             "event_name": event_name,
@@ -344,6 +337,30 @@ class SegmentMapper:
         if device or context.get("app") is not None or context.get("os") is not None:
             _app_fields(event, context, device)
         return event, message, None
+
+    def _message_time(self, message: Mapping[str, Any], kafka_timestamp_ms: int | None) -> int:
+        moment = message.get("timestamp")
+        if moment is not None:
+            return self._event_time(moment, "timestamp")
+        moment = message.get("originalTimestamp")
+        if moment is not None:
+            return self._event_time(moment, "originalTimestamp")
+        if kafka_timestamp_ms is not None:
+            return kafka_timestamp_ms // 1000
+        raise InvalidMessage("mapping_error", "timestamp: missing, and no Kafka timestamp")
+
+    def _identified(self, message: Mapping[str, Any], kafka_timestamp_ms: int | None) -> Identified:
+        """The hashed identifiers an identify call gives (traits, context.traits, userId, the
+        device's advertising id) for identity enrichment."""
+        context = _place(message, "context", "context")
+        device = _place(context, "device", "context.device")
+        user_data = self._user_data(message, EMPTY, context, device, None)
+        return Identified(
+            user_data,
+            message,
+            self._message_time(message, kafka_timestamp_ms),
+            device.get("adTrackingEnabled") is False,
+        )
 
     def _event_name(self, raw_name: Any) -> str | None:
         if raw_name.__class__ is not str or not raw_name.strip():
