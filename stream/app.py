@@ -16,6 +16,7 @@ from stream.dispatcher import Dispatcher
 from stream.dlq.producer import DeadLetterProducer
 from stream.errors import ConfigurationError
 from stream.http_server import HealthServer
+from stream.identity.state import IdentityRebalance, IdentityState
 from stream.ingest import Ingest
 from stream.metrics import Metrics
 from stream.models import SourceRecord
@@ -90,6 +91,8 @@ class App:
                 settings.kafka.sasl_password_value if settings.kafka.sasl_password_file else None
             ),
         )
+        # Identity enrichment's stores and changelogs: None unless a source has `enrich: identity`.
+        self.identities = IdentityState(settings) if settings.enriched_topics() else None
         self.settlement = Settlement(
             self.source,
             self.dlq,
@@ -97,6 +100,7 @@ class App:
             self.buffer,
             self._flush,
             settings.shutdown.grace_period_s,
+            before_commit=self.identities.flushed if self.identities is not None else None,
         )
         self.dispatcher: Dispatcher[Ticket] = Dispatcher(
             self.client,
@@ -130,7 +134,10 @@ class App:
             self.settlement,
             self.buffer,
             self.metrics,
+            self.identities,
         )
+        if self.identities is not None:
+            self.metrics.watch_identities(self.transformer.profiles, self.identities)
         self._stop = asyncio.Event()
         self._draining = False
 
@@ -153,7 +160,12 @@ class App:
         for account in self._accounts():
             self.dispatcher.account(account)
         self.metrics.watch_readiness(lambda: not self.not_ready_reasons())
-        await self.source.start(self.settlement)
+        if self.identities is None:
+            await self.source.start(self.settlement)
+        else:
+            await asyncio.to_thread(self.identities.ensure_changelogs)
+            flush_s = self.settings.shutdown.grace_period_s
+            await self.source.start(IdentityRebalance(self.settlement, self.identities, flush_s))
         if self.quality is not None:
             self.quality.start()
         gc.collect()
@@ -197,6 +209,8 @@ class App:
             await self.quality.stop()
         await self.dispatcher.cancel()
         await self.source.close()
+        if self.identities is not None:
+            await asyncio.to_thread(self.identities.close)
         await self.dlq.close()
         await self.client.close()
         await self.http.stop()

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dlq": ("stream.commands.dlq", "inspect or replay dead letters"),
     "check-config": ("stream.commands.check_config", "validate configuration and print it"),
     "quality": ("stream.commands.quality", "Pinterest's Event Quality Score per ad account"),
+    "identity": ("stream.commands.identity", "identity enrichment: forget a user's profile"),
 }
 
 EXIT_OK = 0

@@ -8,6 +8,7 @@ from operator import attrgetter
 
 from stream.backpressure import BufferAccount
 from stream.batcher import Batch, Batcher, BatchKey
+from stream.identity.state import IdentityState
 from stream.metrics import Metrics
 from stream.models import DeadLetter, PinterestEvent, SourceRecord
 from stream.settings import Settings, SourceSettings
@@ -38,7 +39,9 @@ class Ingest:
         settlement: Settlement,
         buffer: BufferAccount,
         metrics: Metrics,
+        identities: IdentityState | None = None,
     ) -> None:
+        """`identities` holds the stores of the partitions of sources with `enrich: identity`."""
         self._transformer = transformer
         self._batcher = batcher
         self._submit = submit
@@ -52,6 +55,7 @@ class Ingest:
             self._default_account.setdefault(source.topic, settings.ad_account_for(source) or "")
         self._test = settings.pinterest.test_mode
         self._batch_keys: dict[str, BatchKey] = {}
+        self._stores = identities.stores if identities is not None else None
 
     async def poll(self, records: list[SourceRecord]) -> None:
         """Ingests one poll in slices of at most INGEST_SLICE_BYTES, yielding in between."""
@@ -80,6 +84,7 @@ class Ingest:
         transform = self._transformer.transform
         sources = self._sources
         keys = self._batch_keys
+        stores = self._stores
         counts: dict[str, int] = {}
         held = held_bytes = 0
         try:
@@ -90,7 +95,12 @@ class Ingest:
                 counts[topic] = counts.get(topic, 0) + 1
                 value = record.value
                 # Transformer.transform never raises: bad input comes back as a DeadLetter.
-                result = transform(sources[topic], value, record.timestamp_ms)
+                if stores is None:
+                    result = transform(sources[topic], value, record.timestamp_ms)
+                else:
+                    partition = record.partition
+                    store = stores.get((topic, partition))
+                    result = transform(sources[topic], value, record.timestamp_ms, store, partition)
                 # Held until settled: the raw value (for the DLQ), the encoded event and the
                 # objects around them.
                 size = RECORD_OVERHEAD_BYTES + (len(value) if value else 0)

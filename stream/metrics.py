@@ -6,11 +6,16 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import orjson
 from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from stream.dlq.contract import DEAD_LETTER_REASONS, DeadLetterReason
@@ -382,6 +387,60 @@ class Metrics:
             self.registry,
         )
 
+    def watch_identities(self, profiles: IdentityFigures, state: IdentityStoreFigures) -> None:
+        """Exports identity enrichment's figures (sources with `enrich: identity`), read at
+        scrape time: identifiers added per field, profiles and disk, restores."""
+        ScrapedCounter(
+            f"{PREFIX}_identity_enriched",
+            "Identifiers added to events from their user's profile, by user_data field",
+            ("field",),
+            lambda: {(field,): count for field, count in profiles.enriched.items()},
+            self.registry,
+        )
+        ScrapedCounter(
+            f"{PREFIX}_identity_keys_on_two_partitions",
+            "Identity keys seen on another partition than before (messages not keyed by user)",
+            (),
+            lambda: {(): profiles.keys_on_two_partitions},
+            self.registry,
+        )
+        ScrapedCounter(
+            f"{PREFIX}_identity_changelog_errors",
+            "Identity changelog writes that failed (re-sent; commits wait for them)",
+            (),
+            lambda: {(): state.changelog_errors},
+            self.registry,
+        )
+        ScrapedCounter(
+            f"{PREFIX}_identity_forgotten",
+            "Tombstones of `capi-stream identity forget` applied to owned stores while running",
+            (),
+            lambda: {(): state.forgotten},
+            self.registry,
+        )
+        ScrapedCounter(
+            f"{PREFIX}_identity_restored_records",
+            "Changelog records applied while restoring identity stores",
+            (),
+            lambda: {(): state.restores.records},
+            self.registry,
+        )
+        ScrapedCounter(
+            f"{PREFIX}_identity_restores",
+            "Identity stores restored after an assignment",
+            (),
+            lambda: {(): len(state.restores.seconds)},
+            self.registry,
+        )
+        ScrapedCounter(
+            f"{PREFIX}_identity_restore_seconds",
+            "Time spent restoring identity stores after assignments",
+            (),
+            lambda: {(): sum(state.restores.seconds)},
+            self.registry,
+        )
+        IdentityGauges(state, self.registry)
+
     # --- internals -----------------------------------------------------------------------------
 
     def _events_child(self, event_name: str, action_source: str, outcome: Outcome) -> CounterChild:
@@ -490,6 +549,59 @@ class ResilienceCounters(Collector):
         yield family
 
 
+class IdentityFigures(Protocol):
+    @property
+    def enriched(self) -> Mapping[str, int]: ...
+
+    @property
+    def keys_on_two_partitions(self) -> int: ...
+
+
+class Restores(Protocol):
+    @property
+    def records(self) -> int: ...
+
+    @property
+    def seconds(self) -> list[float]: ...
+
+
+class IdentityStoreFigures(Protocol):
+    @property
+    def changelog_errors(self) -> int: ...
+
+    @property
+    def restores(self) -> Restores: ...
+
+    @property
+    def forgotten(self) -> int: ...
+
+    def stored(self) -> tuple[int, int]: ...
+
+
+class IdentityGauges(Collector):
+    """Profiles held and disk used by the identity stores of the owned partitions."""
+
+    def __init__(self, state: IdentityStoreFigures, registry: CollectorRegistry) -> None:
+        self._state = state
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        profiles, disk = self._state.stored()
+        yield GaugeMetricFamily(
+            f"{PREFIX}_identity_profiles",
+            "Identity profiles and links stored for the owned partitions (RocksDB's estimate)",
+            value=profiles,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_identity_store_bytes",
+            "Disk used by the identity stores of the owned partitions",
+            value=disk,
+        )
+
+
 class ScrapedCounter(Collector):
     """A counter the counting stage keeps as plain numbers, read at scrape time: its hot path
     adds to a dict and never calls into prometheus_client."""
@@ -499,7 +611,7 @@ class ScrapedCounter(Collector):
         name: str,
         doc: str,
         labelnames: tuple[str, ...],
-        read: Callable[[], Mapping[tuple[str, ...], int]],
+        read: Callable[[], Mapping[tuple[str, ...], float]],
         registry: CollectorRegistry,
     ) -> None:
         self._name, self._doc, self._labelnames, self._read = name, doc, labelnames, read

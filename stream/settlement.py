@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -85,8 +85,11 @@ class Settlement:
         buffer: BufferAccount,
         flush: Callable[[], None],
         grace_period_s: float,
+        before_commit: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
-        """`flush` sends every open batch to the dispatcher now (before a revocation)."""
+        """`flush` sends every open batch to the dispatcher now (before a revocation);
+        `before_commit`, awaited at every commit tick, must answer True before settled offsets
+        are committed (the identity changelog holds every change the settled messages made)."""
         self.tracker = OffsetTracker()
         self._source = source
         self._dead_letters = dead_letters
@@ -94,6 +97,7 @@ class Settlement:
         self._buffer = buffer
         self._flush = flush
         self._grace_period_s = grace_period_s
+        self._before_commit = before_commit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commits: asyncio.Task[None] | None = None
         self._closing = False
@@ -217,6 +221,11 @@ class Settlement:
         """Commits each partition's settled prefix that moved since its last commit."""
         generation = self._source.generation
         positions = self.tracker.commit_positions()
+        # The positions are taken first: every message below them was ingested, so whatever it
+        # wrote is in what `before_commit` waits for. It runs at every tick, even with nothing
+        # to commit (the identity state also applies forget requests then).
+        if self._before_commit is not None and not await self._before_commit():
+            return
         if positions and await self._source.commit(positions, generation):
             self.tracker.mark_committed(positions)
 

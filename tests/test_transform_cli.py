@@ -315,3 +315,38 @@ def test_crm_offline_export(tmp_path: Path) -> None:
     text = b"\n".join(orjson.dumps(o) for o in out).decode()
     for raw in ("Alice@Example.com", "alice", "4155550100", "San Francisco", "881234"):
         assert raw not in text
+
+
+def test_identity_enrichment_previews_an_identify_then_a_track(tmp_path: Path) -> None:
+    config = tmp_path / "capi.yaml"
+    config.write_text("sources:\n  - topic: web\n    enrich: identity\n")
+    web = {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0 (Macintosh)"}
+    identify = {
+        "type": "identify",
+        "userId": "user-41",
+        "anonymousId": "anon-41",
+        "timestamp": _iso(120),
+        "traits": {"email": "Jane.Doe@Example.com", "firstName": "Jane"},
+    }
+    added = {
+        "type": "track",
+        "event": "Product Added",
+        "anonymousId": "anon-41",
+        "timestamp": _iso(60),
+        "context": web,
+        "properties": {"product_id": "sku-1", "price": 14.99},
+    }
+    stranger = {**added, "anonymousId": "anon-99"}
+    lines = [orjson.dumps(m) for m in (identify, added, stranger)]
+    out = _transform(tmp_path, lines, "--config", str(config))
+    assert out[0] == {"skipped": {"reason": "segment identify message"}}
+    OFFICIAL({"data": [out[1]]})
+    user_data = out[1]["user_data"]
+    assert user_data["em"] == [hashlib.sha256(b"jane.doe@example.com").hexdigest()]
+    assert user_data["fn"] == [hashlib.sha256(b"jane").hexdigest()]
+    assert user_data["external_id"] == [hashlib.sha256(b"user-41").hexdigest()]
+    assert "em" not in out[2]["user_data"]
+    # Without enrichment the same lines map on their own.
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("sources:\n  - topic: web\n")
+    assert "em" not in _transform(tmp_path, lines, "--config", str(plain))[1]["user_data"]

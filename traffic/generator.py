@@ -90,6 +90,8 @@ class _Visitor:
     user_agent: str
     device: dict[str, Any] | None
     cart: list[dict[str, Any]] = field(default_factory=list)
+    # Once identified, later messages name the user by userId/anonymousId only.
+    identified: bool = False
 
 
 class ClickstreamGenerator:
@@ -97,6 +99,10 @@ class ClickstreamGenerator:
 
     `now` anchors event times; `poison_ratio` of messages are malformed, spread over the reasons
     the mapping stage can decide by itself (decode_error, invalid_event, mapping_error, too_old).
+    With `identify_first`, a known visitor's session starts with an `identify` call carrying
+    their traits, and their later messages carry none (as server-side libraries send them):
+    only identity enrichment brings their hashed e-mail to those events. Every message of a
+    visitor is keyed by their anonymousId.
     """
 
     def __init__(
@@ -105,11 +111,13 @@ class ClickstreamGenerator:
         now: Callable[[], float] = time.time,
         poison_ratio: float = 0.01,
         mix: Mix = "realistic",
+        identify_first: bool = False,
     ) -> None:
         self._rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
         self._now = now
         self._poison_ratio = poison_ratio
         self._mix = mix
+        self._identify_first = identify_first
 
     def messages(self, count: int) -> Iterator[GeneratedMessage]:
         produced = 0
@@ -133,6 +141,9 @@ class ClickstreamGenerator:
             visitor.cart = rng.sample(PRODUCTS, 2)
             yield self._track(visitor, "Order Completed")
             return
+        if self._identify_first and visitor.user_id:
+            yield self._identify(visitor)
+            visitor.identified = True
         for _ in range(rng.randint(1, 4)):
             yield self._maybe_poison(visitor) or self._page(visitor)
         if rng.random() < 0.3:
@@ -148,7 +159,7 @@ class ClickstreamGenerator:
             yield self._track(visitor, "Order Completed")
         if rng.random() < 0.1:
             yield self._track(visitor, "Signed Up")
-        if rng.random() < 0.15:
+        if rng.random() < 0.15 and not visitor.identified:
             yield self._identify(visitor)
 
     def _visitor(self, always_known: bool) -> _Visitor:
@@ -216,7 +227,7 @@ class ClickstreamGenerator:
                 "path": path,
             },
         }
-        if visitor.traits:
+        if visitor.traits and not visitor.identified:
             context["traits"] = visitor.traits
         if visitor.device is not None:
             context["device"] = visitor.device
@@ -301,7 +312,7 @@ class ClickstreamGenerator:
                 "currency": "USD",
                 "products": products,
             }
-        if event in BOTTOM_FUNNEL and visitor.traits:
+        if event in BOTTOM_FUNNEL and visitor.traits and not visitor.identified:
             properties["email"] = visitor.traits["email"]
         if properties:
             message["properties"] = properties
