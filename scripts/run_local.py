@@ -10,6 +10,7 @@ not already running before; logs stay in .local/run/.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import selectors
@@ -157,7 +158,10 @@ def start_forwarder(
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPI_STREAM_")}
     env.update(
         CAPI_STREAM_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
-        CAPI_STREAM_KAFKA__TOPICS=args.topic,
+        # Identity enrichment on: the generator's users identify first, then send events
+        # without their traits, which the forwarder adds back from what it learned.
+        CAPI_STREAM_SOURCES=json.dumps([{"topic": args.topic, "enrich": "identity"}]),
+        CAPI_STREAM_IDENTITY__STATE_DIR=str(RUN_DIR / "identity-state"),
         CAPI_STREAM_KAFKA__DEAD_LETTER_TOPIC=args.dead_letter_topic,
         CAPI_STREAM_PINTEREST__API_BASE_URL=sandbox_url,
         CAPI_STREAM_PINTEREST__ACCESS_TOKEN=TOKEN,
@@ -181,7 +185,9 @@ def start_forwarder(
 def generate(bootstrap: str, topic: str, rate: float, stop: threading.Event) -> None:
     """Produces generated clickstream at about `rate` messages per second until `stop`."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    messages = ClickstreamGenerator(seed=int(time.time())).messages(sys.maxsize)
+    messages = ClickstreamGenerator(seed=int(time.time()), identify_first=True).messages(
+        sys.maxsize
+    )
     tick = 0.05
     per_tick = max(1, int(rate * tick))
     next_at = time.monotonic()
@@ -222,12 +228,14 @@ def show_progress(
         delivered = total(samples, "capi_stream_events_total", 'outcome="delivered"')
         dead = total(samples, "capi_stream_events_total", 'outcome="dead_lettered"')
         lag = total(samples, "capi_stream_consumer_lag")
+        enriched = total(samples, "capi_stream_identity_enriched_total", 'field="em"')
         now = time.monotonic()
         rate = 0.0 if previous is None else (settled - previous[1]) / (now - previous[0])
         previous = (now, settled)
         print(
             f"\rconsumed {consumed:>10,.0f}  delivered {delivered:>10,.0f}  "
-            f"dead-lettered {dead:>7,.0f}  {rate:>8,.0f} events/s  lag {lag:>7,.0f}   ",
+            f"dead-lettered {dead:>7,.0f}  {rate:>8,.0f} events/s  lag {lag:>7,.0f}  "
+            f"e-mails added {enriched:>8,.0f}   ",
             end="",
             flush=True,
         )

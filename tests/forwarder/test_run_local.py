@@ -50,6 +50,14 @@ def test_run_local_shows_progress_and_ctrl_c_leaves_no_process(
             return bool(found) and int(found[-1].replace(",", "")) > 0
 
         wait_until(delivering, 60, "a progress line with deliveries")
+        # The demo enriches: identify calls first, later events get their hashed e-mail back.
+        added = re.compile(r"e-mails added\s+([\d,]+)")
+
+        def enriching() -> bool:
+            found = added.findall(output.read_text(errors="replace"))
+            return bool(found) and int(found[-1].replace(",", "")) > 0
+
+        wait_until(enriching, 60, "a progress line with e-mails added by enrichment")
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) >= 2, "sandbox and forwarder run as child processes"
         text = output.read_text(errors="replace")

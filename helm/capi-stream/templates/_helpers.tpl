@@ -120,6 +120,8 @@ envFrom:
 {{- end }}
 - name: tmp
   mountPath: /tmp
+- name: identity-state
+  mountPath: /var/lib/capi-stream
 {{- with .Values.extraVolumeMounts }}
 {{ tpl (toYaml .) $ }}
 {{- end }}
@@ -157,6 +159,10 @@ envFrom:
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+# Identity enrichment's stores (empty unless a source enriches); rebuilt from the changelog.
+- name: identity-state
+  emptyDir:
+    sizeLimit: {{ .Values.identityState.sizeLimit }}
 {{- with .Values.extraVolumes }}
 {{ tpl (toYaml .) $ }}
 {{- end }}
@@ -280,6 +286,7 @@ failureThreshold: {{ .timing.failureThreshold }}
 {{- with .Values.sending }}{{ $_ := set $config "sending" . }}{{ end }}
 {{- with .Values.buffer }}{{ $_ := set $config "buffer" . }}{{ end }}
 {{- $_ := set $config "shutdown" .Values.shutdown }}
+{{- $_ := set $config "identity" (merge (dict "state_dir" "/var/lib/capi-stream/identity") .Values.identity) }}
 {{- $_ := set $config "metrics" (dict "host" "0.0.0.0" "port" (int .Values.metrics.port)) }}
 {{- $_ := set $config "logging" .Values.logging }}
 {{- toYaml $config }}
