@@ -11,6 +11,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from stream.identity.profile import IdentityProfiles
+from stream.identity.state import Restores
 from stream.metrics import Metrics
 from tests.observability.conftest import REPO
 
@@ -101,9 +103,20 @@ def recorded_names() -> set[str]:
     return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
 
 
+class IdleIdentityState:
+    """What the identity metrics read of a forwarder whose sources enrich."""
+
+    changelog_errors = 0
+    forgotten = 0
+    restores = Restores()
+
+    def stored(self) -> tuple[int, int]:
+        return 0, 0
+
+
 def exported_names() -> set[str]:
     registry = CollectorRegistry()
-    Metrics(registry)
+    Metrics(registry).watch_identities(IdentityProfiles(ttl_s=1.0), IdleIdentityState())
     names = set()
     for family in registry.collect():
         names.add(family.name)

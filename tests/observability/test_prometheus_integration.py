@@ -116,6 +116,7 @@ class Run:
     forwarder_log: str
     metrics_texts: list[str]
     dlq: list[Any]
+    changelog: list[Any]
     firing_while_revoked: set[str]
     firing_after_stop: set[str]
     readyz_while_revoked: tuple[int, str]
@@ -168,9 +169,11 @@ def run(
         config = forwarder_config(
             kafka.bootstrap,
             sandbox,
-            [topic],
             group_id=group,
             dead_letter_topic=dlq,
+            # Enriching, so the identity panels have data and the changelog is scanned for PII.
+            sources=[{"topic": topic, "enrich": "identity"}],
+            identity={"state_dir": str(directory / "identity-state")},
             sending={"setup_error_probe_s": 1, "backoff_initial_s": 0.1, "backoff_max_s": 1},
             logging={"level": "DEBUG"},
             pinterest={"quality": {"enabled": True, "poll_interval_s": 1}},
@@ -241,6 +244,7 @@ def run(
             forwarder_log=forwarder.log(),
             metrics_texts=metrics_texts,
             dlq=kafka.read_all(dlq),
+            changelog=kafka.read_all(f"{group}-{topic}-identity-changelog"),
             firing_while_revoked=firing,
             firing_after_stop=firing_after_stop,
             readyz_while_revoked=readyz,
@@ -368,11 +372,16 @@ def test_no_pii_or_token_in_metrics_logs_or_dead_letter_headers(run: Run) -> Non
         for key, value in (message.headers() or [])  # type: ignore[attr-defined]
     ]
     assert headers
+    # The canary users were learned by identity enrichment: their profiles are on the changelog.
+    assert run.changelog
+    changelog = b"".join((m.key() or b"") + (m.value() or b"") for m in run.changelog)  # type: ignore[attr-defined]
     places = {
         "/metrics": "\n".join(run.metrics_texts),
         "forwarder log": run.forwarder_log,
         "DLQ headers": "\n".join(headers),
+        "identity changelog": changelog.decode(errors="replace"),
     }
+    assert b"canary-user-" not in changelog, "a userId reached the changelog unhashed"
     for place, text in places.items():
         lowered = text.lower()
         for canary in CANARIES:
