@@ -15,7 +15,7 @@ from stream.errors import ConfigurationError, InvalidMessage
 from stream.formats import FORMATS, Mapper, MapperFactory
 from stream.formats.base import Identified, Normalizing
 from stream.hashing import Hasher
-from stream.identity.profile import IdentityProfiles, Learned
+from stream.identity.profile import LDP, OPT_OUT, IdentityProfiles
 from stream.identity.store import Store
 from stream.models import DeadLetter, PinterestEvent, Signal, Skipped, TransformResult
 from stream.settings import OptOutRule, Settings, SourceSettings
@@ -311,11 +311,11 @@ class Transformer:
             # Only messages passed through can carry the flag themselves.
             ldp = not compiled.spec_typed and _carries_ldp(event)
         if compiled.enrich and identities is not None:
-            flags = Learned(event.get("opt_out") is True, ldp)
+            flags = (OPT_OUT if event.get("opt_out") is True else 0) | (LDP if ldp else 0)
             known = self.profiles.enrich(identities, partition, message, event, flags)
-            if known.opt_out:
+            if known & OPT_OUT:
                 event["opt_out"] = True
-            if known.ldp and not ldp:
+            if known & LDP and not ldp:
                 _flag_ldp(event, ())
                 ldp = True
         body = orjson.dumps(event)
@@ -368,7 +368,7 @@ class Transformer:
             message,
             identified.user_data,
             identified.event_time,
-            Learned(opt_out, ldp),
+            (OPT_OUT if opt_out else 0) | (LDP if ldp else 0),
         )
 
     def _count_ldp_without_state(self, source: SourceSettings) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -42,15 +41,18 @@ def identity_key(kind: bytes, raw_id: Any) -> bytes | None:
     return kind + b":" + hashlib.blake2b(data, digest_size=16).hexdigest().encode()
 
 
-@dataclass(frozen=True, slots=True)
-class Learned:
-    """What a profile adds to an event besides identifiers: the user's privacy flags."""
-
-    opt_out: bool
-    ldp: bool
-
-
-NOTHING_LEARNED: Final = Learned(opt_out=False, ldp=False)
+# The user's privacy flags a profile keeps besides identifiers, as bits: plain ints, since they
+# cross the hot path twice per message.
+NOTHING_LEARNED: Final = 0
+OPT_OUT: Final = 1
+LDP: Final = 2
+_FIELDS: Final = frozenset(IDENTITY_FIELDS)
+# Ids hashed into keys, and anonymous ids known to be linked, are remembered up to this many.
+MEMO_SIZE: Final = 65_536
+_UNSEEN: Final = object()
+# Decoded entries by their stored bytes: a user's events come in bursts, and decoding a profile
+# costs more than the rest of its enrichment. ~3.5 KB each, so at most ~14 MB.
+DECODED_MEMO_SIZE: Final = 4_096
 
 
 class IdentityProfiles:
@@ -74,6 +76,11 @@ class IdentityProfiles:
         self.keys_on_two_partitions = 0
         self._partitions: dict[bytes, int] = {}
         self._warned_partitions = False
+        self._user_keys: dict[str, bytes | None] = {}
+        self._anonymous_keys: dict[str, bytes | None] = {}
+        # anonymous key → (its user's key, when the link was last written or read).
+        self._links: dict[bytes, tuple[bytes, float]] = {}
+        self._decoded: dict[bytes, dict[str, Any]] = {}
 
     def enrich(
         self,
@@ -81,10 +88,10 @@ class IdentityProfiles:
         partition: int,
         message: Mapping[str, Any],
         event: dict[str, Any],
-        flags: Learned,
-    ) -> Learned:
-        """Learns from `event` (and the message's flags), then adds what its user's profile holds
-        and the event lacks; returns the privacy flags the profile holds."""
+        flags: int,
+    ) -> int:
+        """Learns from `event` (and the message's flags: OPT_OUT, LDP), then adds what its
+        user's profile holds and the event lacks; returns the privacy flags the profile holds."""
         key, profile = self._profile(store, partition, message)
         if key is None:
             return NOTHING_LEARNED
@@ -98,7 +105,7 @@ class IdentityProfiles:
             if field not in user_data and field in enriched:
                 user_data[field] = hashes
                 enriched[field] += 1
-        return Learned(profile.get("o", False), profile.get("l", False))
+        return (OPT_OUT if profile.get("o") else 0) | (LDP if profile.get("l") else 0)
 
     def learn(
         self,
@@ -107,7 +114,7 @@ class IdentityProfiles:
         message: Mapping[str, Any],
         user_data: Mapping[str, Any],
         event_time: int,
-        flags: Learned,
+        flags: int,
     ) -> None:
         """Learns from a message that is not sent itself (a Segment `identify`)."""
         key, profile = self._profile(store, partition, message)
@@ -120,8 +127,8 @@ class IdentityProfiles:
         """The key the message's identifiers are kept under and its live profile ({} if none);
         links the message's anonymousId to its userId on the way."""
         now = self._clock()
-        user = identity_key(b"u", message.get("userId"))
-        anonymous = identity_key(b"a", message.get("anonymousId"))
+        user = self._key(self._user_keys, b"u", message.get("userId"))
+        anonymous = self._key(self._anonymous_keys, b"a", message.get("anonymousId"))
         if user is None:
             if anonymous is None:
                 return None, {}
@@ -133,26 +140,60 @@ class IdentityProfiles:
             return anonymous, entry
         self._note_partition(user, partition)
         profile = self._read(store, user, now)
-        if anonymous is not None:
-            entry = self._read(store, anonymous, now)
-            target = user.decode()
-            if entry.get("to") != target or now - entry.get("t", 0) >= REFRESH_S:
-                if _fill(profile, entry):
-                    profile["t"] = 0  # _learn writes the merged profile
-                store.put(anonymous, orjson.dumps({"t": int(now), "to": target}))
+        if anonymous is None:
+            return user, profile
+        known = self._links.get(anonymous)
+        if known is not None and known[0] == user and now - known[1] < REFRESH_S:
+            return user, profile
+        entry = self._read(store, anonymous, now)
+        target = user.decode()
+        written = entry.get("t", 0)
+        if entry.get("to") != target or now - written >= REFRESH_S:
+            if _fill(profile, entry):
+                profile["t"] = 0  # _learn writes the merged profile
+            written = int(now)
+            store.put(anonymous, orjson.dumps({"t": written, "to": target}))
+        links = self._links
+        if len(links) >= MEMO_SIZE:
+            links.clear()
+        links[anonymous] = (user, written)
         return user, profile
 
+    @staticmethod
+    def _key(memo: dict[str, bytes | None], kind: bytes, raw_id: Any) -> bytes | None:
+        if raw_id.__class__ is not str:
+            # Numbers are rare as ids (and True must not find the key of 1).
+            return identity_key(kind, raw_id)
+        found = memo.get(raw_id, _UNSEEN)
+        if found is not _UNSEEN:
+            return found  # type: ignore[return-value]
+        key = identity_key(kind, raw_id)
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[raw_id] = key
+        return key
+
     def _read(self, store: Store, key: bytes, now: float) -> dict[str, Any]:
+        """The live entry at `key`, a shallow copy the caller may change (it replaces `f`
+        rather than changing it: the decoded entries are shared)."""
         found = store.get(key)
         if found is None:
             return {}
-        try:
-            entry = orjson.loads(found)
-        except orjson.JSONDecodeError:
+        decoded = self._decoded
+        entry = decoded.get(found)
+        if entry is None:
+            try:
+                entry = orjson.loads(found)
+            except orjson.JSONDecodeError:
+                return {}
+            if entry.__class__ is not dict:
+                return {}
+            if len(decoded) >= DECODED_MEMO_SIZE:
+                decoded.clear()
+            decoded[found] = entry
+        if now - entry.get("t", 0) > self._ttl_s:
             return {}
-        if entry.__class__ is not dict or now - entry.get("t", 0) > self._ttl_s:
-            return {}
-        return entry
+        return dict(entry)
 
     def _learn(
         self,
@@ -161,21 +202,20 @@ class IdentityProfiles:
         profile: dict[str, Any],
         user_data: Mapping[str, Any],
         event_time: Any,
-        flags: Learned,
+        flags: int,
     ) -> None:
-        fields: dict[str, list[str]] = profile.get("f") or {}
+        fields: dict[str, list[str]] = dict(profile.get("f") or {})
         newer = event_time.__class__ is int and event_time >= profile.get("e", 0)
         changed = profile.get("t") == 0  # an anonymous profile was merged in
-        for field in IDENTITY_FIELDS:
-            hashes = user_data.get(field)
-            if not hashes or hashes.__class__ is not list:
+        for field, hashes in user_data.items():
+            if field not in _FIELDS or not hashes or hashes.__class__ is not list:
                 continue
             if field not in fields or (newer and fields[field] != hashes):
                 fields[field] = list(hashes)
                 changed = True
-        if flags.opt_out and not profile.get("o"):
+        if flags & OPT_OUT and not profile.get("o"):
             profile["o"] = changed = True
-        if flags.ldp and not profile.get("l"):
+        if flags & LDP and not profile.get("l"):
             profile["l"] = changed = True
         if not (fields or profile.get("o") or profile.get("l")):
             return  # nothing worth remembering about this user yet
@@ -213,11 +253,12 @@ def _fill(profile: dict[str, Any], anonymous: Mapping[str, Any]) -> bool:
     changed = False
     learned = anonymous.get("f")
     if learned.__class__ is dict and learned:
-        fields = profile.setdefault("f", {})
+        fields = dict(profile.get("f") or {})
         for field, hashes in learned.items():
-            if field in IDENTITY_FIELDS and field not in fields and hashes.__class__ is list:
+            if field in _FIELDS and field not in fields and hashes.__class__ is list:
                 fields[field] = hashes
                 changed = True
+        profile["f"] = fields
     for flag in ("o", "l"):
         if anonymous.get(flag) and not profile.get(flag):
             profile[flag] = changed = True

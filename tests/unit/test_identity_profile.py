@@ -8,10 +8,11 @@ import orjson
 import pytest
 
 from stream.identity.profile import (
+    LDP,
     NOTHING_LEARNED,
+    OPT_OUT,
     REFRESH_S,
     IdentityProfiles,
-    Learned,
     identity_key,
 )
 from stream.identity.store import MemoryStore
@@ -149,11 +150,11 @@ def test_what_an_anonymous_visitor_gave_joins_the_user_once_linked(
 def test_privacy_learned_for_a_user_applies_to_later_events(profiles: IdentityProfiles) -> None:
     store = MemoryStore()
     message = {"userId": "u1"}
-    profiles.learn(store, 0, message, {}, 100, Learned(opt_out=True, ldp=False))
-    assert profiles.enrich(store, 0, message, event(), NOTHING_LEARNED) == Learned(True, False)
-    profiles.enrich(store, 0, message, event(), Learned(opt_out=False, ldp=True))
+    profiles.learn(store, 0, message, {}, 100, OPT_OUT)
+    assert profiles.enrich(store, 0, message, event(), NOTHING_LEARNED) == OPT_OUT
+    profiles.enrich(store, 0, message, event(), LDP)
     # Sticky: a later event without the flags does not clear them.
-    assert profiles.enrich(store, 0, message, event(), NOTHING_LEARNED) == Learned(True, True)
+    assert profiles.enrich(store, 0, message, event(), NOTHING_LEARNED) == OPT_OUT | LDP
     assert profiles.enrich(store, 0, {"userId": "u2"}, event(), NOTHING_LEARNED) == (
         NOTHING_LEARNED
     )
@@ -170,7 +171,7 @@ def test_messages_without_identity_keys_are_left_alone(profiles: IdentityProfile
 def test_keys_and_values_in_the_store_are_hashes_only(profiles: IdentityProfiles) -> None:
     store = MemoryStore()
     message = {"userId": "canary-user-7731", "anonymousId": "canary-anon-7731"}
-    profiles.learn(store, 0, message, {"em": [EM_A]}, 100, Learned(True, True))
+    profiles.learn(store, 0, message, {"em": [EM_A]}, 100, OPT_OUT | LDP)
     dump = b"".join(key + value for key, value in store.entries.items())
     assert b"canary" not in dump
     assert identity_key(b"u", "canary-user-7731") in store.entries
