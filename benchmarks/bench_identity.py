@@ -9,7 +9,9 @@ known user identifies once, later events carry only userId/anonymousId) through
 `Transformer.transform`, without enrichment and with it on one RocksDB store (as one partition
 owns it; the changelog write is a librdkafka `produce` per change, counted, not timed). "Allowed"
 is what the identify calls make possible: bottom-funnel events of users who identified with an
-e-mail before the event. CPU is process time, best of `--runs`.
+e-mail before the event. CPU is process time (RocksDB's threads included), best of `--runs`,
+and is also given for the reference: the same generator with traits on every event (browser
+libraries), i.e. what events carrying those identifiers cost without any lookup.
 
 Memory: `--identities` users learned into RocksDB stores spread over 6 partitions as the
 forwarder keeps them, then as many random lookups; RSS (this process) and disk are reported.
@@ -130,6 +132,21 @@ def uplift(events: int, runs: int) -> dict[str, Any]:
             "messages_per_cpu_s": round(len(messages) / best),
             "store_writes_per_message": round(writes / len(messages), 3),
         }
+    # The same users as browser libraries send them (traits on every event): what the enriched
+    # events cost when the producer itself carries the identifiers.
+    reference = [
+        m.value for m in ClickstreamGenerator(seed=11, poison_ratio=0.0).messages(events)
+    ]
+    best = None
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as directory:
+            cpu, shares, _ = transform_all(reference, False, Path(directory))
+        best = cpu if best is None else min(best, cpu)
+    assert best is not None
+    results["traits_on_every_event"] = {
+        **shares,
+        "messages_per_cpu_s": round(len(reference) / best),
+    }
     results["bottom_funnel_allowed_em"] = possible / max(1, total)
     results["cost"] = (
         1 - results["with"]["messages_per_cpu_s"] / results["without"]["messages_per_cpu_s"]

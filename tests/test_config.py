@@ -78,6 +78,8 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("pinterest: {ad_account_id: 'acct-1'}", {}, "pinterest.ad_account_id"),
         ("", {"CAPI_STREAM_METRICS__PORT": "not-a-port"}, "metrics.port"),
         ("sources: [{topic: a, format: csv}]", {}, "sources.0.format"),
+        ("sources: [{topic: a, enrich: names}]", {}, "sources.0.enrich"),
+        ("identity: {ttl_days: 0}", {}, "identity.ttl_days"),
     ],
 )
 def test_invalid_configuration_names_the_key(
@@ -302,3 +304,11 @@ def test_bare_command_prints_the_commands_and_exits_2() -> None:
     for command in ("run", "transform", "verify", "dlq", "check-config"):
         assert f"\n  {command} " in result.stderr
     assert "required" not in result.stderr
+
+
+def test_identity_enrichment_needs_a_segment_source(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("sources: [{topic: crm, format: pinterest, enrich: identity}]")
+    result = capi_stream("check-config", "--offline", "--config", str(config))
+    assert result.returncode == 2
+    assert "sources.crm.enrich" in result.stderr
