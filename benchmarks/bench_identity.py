@@ -134,9 +134,7 @@ def uplift(events: int, runs: int) -> dict[str, Any]:
         }
     # The same users as browser libraries send them (traits on every event): what the enriched
     # events cost when the producer itself carries the identifiers.
-    reference = [
-        m.value for m in ClickstreamGenerator(seed=11, poison_ratio=0.0).messages(events)
-    ]
+    reference = [m.value for m in ClickstreamGenerator(seed=11, poison_ratio=0.0).messages(events)]
     best = None
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as directory:
