@@ -133,6 +133,38 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{1000 * value:,.0f} ms"
 
 
+def _identity(identity: dict[str, Any] | None) -> list[str]:
+    if not identity:
+        return []
+    uplift, memory = identity["uplift"], identity["memory"]
+    without, with_, reference = uplift["without"], uplift["with"], uplift["traits_on_every_event"]
+    return [
+        "## Identity enrichment (realistic mix, users identify once, later events without traits)",
+        "",
+        "| | bottom-funnel events with em | events with external_id | messages / CPU-s |",
+        "|---|---:|---:|---:|",
+        f"| without enrichment | {without['bottom_funnel_with_em']:.1%} | "
+        f"{without['with_external_id']:.1%} | {_n(without['messages_per_cpu_s'])} |",
+        f"| with `enrich: identity` | {with_['bottom_funnel_with_em']:.1%} | "
+        f"{with_['with_external_id']:.1%} | {_n(with_['messages_per_cpu_s'])} |",
+        f"| reference: traits on every event, no enrichment | "
+        f"{reference['bottom_funnel_with_em']:.1%} | {reference['with_external_id']:.1%} | "
+        f"{_n(reference['messages_per_cpu_s'])} |",
+        "",
+        f"The identify calls allow e-mail on {uplift['bottom_funnel_allowed_em']:.1%} of the "
+        f"bottom-funnel events. Enrichment costs {uplift['cost']:.0%} of the transform stage's "
+        f"messages per CPU-second ({with_['store_writes_per_message']} store writes, i.e. "
+        "changelog records, per message). With "
+        f"{memory['identities']:,} identities stored over 6 partitions: RSS "
+        f"{memory['rss_before_mib']} → {memory['rss_peak_mib']} MiB (+{memory['rss_added_mib']}), "
+        f"disk {memory['disk_mib']} MiB ({memory['disk_bytes_per_identity']} B per identity), "
+        f"{_n(memory['learn_per_s'])} learned/s, {_n(memory['lookups_per_s'])} lookups/s.",
+        "",
+        f"Command: `{identity['command']}`",
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any], chart_name: str) -> str:
     machine = results["machine"]
     parameters = results["parameters"]
@@ -250,6 +282,7 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
             f"Command: `{results['scale_out']['command']}`",
             "",
         ]
+    lines += _identity(results.get("identity"))
     verdicts = results.get("goals", [])
     if verdicts:
         lines += [

@@ -7,8 +7,9 @@
 
 Scenarios: floor (in-process, one core), end_to_end (per input mix, one forwarder), latency
 (sandbox latency 100/300 ms), steady (fixed rate at ~50 % of the measured maximum), scale_out
-(2 forwarders in one group). Figures are medians of `--runs` runs; they are figures, not
-pass/fail checks.
+(2 forwarders in one group), identity (enrichment's uplift and cost, RSS and disk with 1,000,000
+identities: benchmarks/bench_identity.py in its own process). Figures are medians of `--runs`
+runs; they are figures, not pass/fail checks.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import datetime
 import json
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,8 @@ from benchmarks.lab import broker, drop_topics, load, machine, median, produce_m
 from traffic.generator import Mix  # noqa: E402
 
 MIXES: tuple[Mix, ...] = ("order_completed", "realistic", "page")
-SCENARIOS = ("floor", "end_to_end", "latency", "steady", "scale_out")
+SCENARIOS = ("floor", "end_to_end", "latency", "steady", "scale_out", "identity")
+IDENTITIES = 1_000_000
 LATENCIES_MS = (100, 300)
 PARTITIONS = 6
 
@@ -114,6 +117,9 @@ def main() -> None:
         for mix, figures in results["floor"]["mixes"].items():
             print(f"  {mix}: {figures['events_per_cpu_s']:,.0f} events/CPU-s", flush=True)
 
+    if "identity" in selected:
+        results["identity"] = _identity(args)
+
     with broker() as kafka:
         topics: dict[str, Any] = {}
         try:
@@ -138,6 +144,25 @@ def main() -> None:
     _write_report(results, stem)
     print(f"wrote {stem}.json, .md and .png in {results['duration_s']:.0f}s")
     print(stem.with_suffix(".md").read_text())
+
+
+def _identity(args: argparse.Namespace) -> dict[str, Any]:
+    identities = IDENTITIES // 10 if args.quick else IDENTITIES
+    command = [
+        sys.executable,
+        "benchmarks/bench_identity.py",
+        "--events",
+        str(args.floor_events * 5),
+        "--identities",
+        str(identities),
+        "--runs",
+        str(max(3, args.runs)),
+    ]
+    print(f"identity: {args.floor_events * 5:,} messages, {identities:,} identities", flush=True)
+    completed = subprocess.run(command, capture_output=True, check=True, cwd=REPO_ROOT, text=True)
+    figures: dict[str, Any] = json.loads(completed.stdout)
+    figures["command"] = shlex.join([".venv/bin/python", *command[1:]])
+    return figures
 
 
 def _write_report(results: dict[str, Any], stem: Path) -> None:
