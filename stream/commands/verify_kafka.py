@@ -84,7 +84,30 @@ def check_kafka(settings: Settings, timeout_s: float) -> list[Finding]:
                 source_limits,
             )
         )
+    findings += _changelog_findings(metadata, settings)
     findings.append(_group_finding(admin, settings, timeout_s))
+    return findings
+
+
+def _changelog_findings(metadata: Any, settings: Settings) -> list[Finding]:
+    """Identity enrichment's changelog topics: one partition per source partition."""
+    findings = []
+    for topic in settings.enriched_topics():
+        changelog = settings.identity.changelog_topic(settings.kafka.group_id, topic)
+        subject = f"identity changelog {changelog}"
+        source, existing = metadata.topics.get(topic), metadata.topics.get(changelog)
+        if existing is None or existing.error is not None:
+            findings.append(Finding(subject, detail="created at start-up (needs CREATE on it)"))
+        elif source is not None and len(existing.partitions) != len(source.partitions):
+            findings.append(
+                Finding(
+                    subject,
+                    f"has {len(existing.partitions)} partitions, {topic} has "
+                    f"{len(source.partitions)}: recreate it with as many",
+                )
+            )
+        else:
+            findings.append(Finding(subject, detail=f"{len(existing.partitions)} partitions"))
     return findings
 
 

@@ -291,3 +291,28 @@ def test_group_used_with_another_assignor_is_a_problem(
     line = kafka_lines(out)[f"group {group}"]
     assert line.startswith("FAILED: its members use the range assignor")
     assert line.endswith("(stable, 1 member)")
+
+
+def test_identity_changelog_is_checked_for_enriching_sources(
+    kafka: Broker, write_config: ConfigWriter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config("http://127.0.0.1:9", "unused", DEFAULT_AD_ACCOUNT)
+    settings = yaml.safe_load(config.read_text())
+    source = settings["sources"][0]["topic"]
+    settings["sources"][0]["enrich"] = "identity"
+    config.write_text(yaml.safe_dump(settings))
+    changelog = f"{settings['kafka']['group_id']}-{source}-identity-changelog"
+    code, out = verify(config, capsys, "--only", "kafka")
+    assert code == 0, out
+    assert kafka_lines(out)[f"identity changelog {changelog}"] == (
+        "OK (created at start-up (needs CREATE on it))"
+    )
+    # A changelog whose partitions do not match its source's cannot hold the stores.
+    admin = kafka.admin()
+    admin.create_topics([NewTopic(changelog, 3, 1)])[changelog].result(timeout=30)
+    kafka.wait_for_topic(changelog, 3)
+    code, out = verify(config, capsys, "--only", "kafka")
+    assert code == 1
+    assert kafka_lines(out)[f"identity changelog {changelog}"].startswith(
+        "FAILED: has 3 partitions"
+    )
