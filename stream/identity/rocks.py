@@ -30,7 +30,9 @@ class RocksResources:
         options.set_write_buffer_size(4 << 20)
         options.set_max_write_buffer_number(2)
         options.set_write_buffer_manager(self.write_buffers)
-        options.set_max_open_files(64)
+        # Every SST file stays open: with a cap of 64, a million identities cost ~0.5 ms per
+        # lookup (files reopened), 1,735 lookups/s against 6,000-13,000 uncapped.
+        options.set_max_open_files(-1)
         options.set_keep_log_file_num(2)
         table = BlockBasedOptions()
         table.set_block_cache(self.cache)
@@ -53,6 +55,8 @@ class RocksStore:
         self._db = Rdict(
             str(path), resources.options(), access_type=AccessType.with_ttl(int(ttl_s))
         )
+        # RocksDB's own methods: no Python call in between on the hot path. (A dict of recent
+        # entries in front saved little and grew the RSS by ~190 MiB through fragmentation.)
         self.get: Callable[[bytes], bytes | None] = self._db.get
         self.put: Callable[[bytes, bytes], None] = self._db.put
 
