@@ -361,12 +361,17 @@ class Transformer:
         opt_out = identified.opt_out or (
             compiled.opt_out is not None and compiled.opt_out.matches(message)
         )
-        ldp = compiled.ldp is not None and compiled.ldp.match(message) is not None
+        added = None if compiled.ldp is None else compiled.ldp.match(message)
+        user_data = identified.user_data
+        if added:
+            # What the LDP rule adds to an event (the state) is learned with the flag.
+            user_data = {**{field: list(hashes) for field, hashes in added}, **user_data}
+        ldp = added is not None
         self.profiles.learn(
             identities,
             partition,
             message,
-            identified.user_data,
+            user_data,
             identified.event_time,
             (OPT_OUT if opt_out else 0) | (LDP if ldp else 0),
         )
