@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_buffer_memory.py [--events 50000] [--mix realistic]
 
 Holds `--events` consumed messages the way the forwarder does until they settle — the record
-(its raw value kept for the dead-letter topic), its ticket, its offset in the tracker, its
+(its raw value kept for the dead-letter topic, its epoch and size), its offset in the tracker, its
 encoded event in a batch — and compares the growth of the process's RSS with the sum of the
 buffer's estimate (`RECORD_OVERHEAD_BYTES + len(value) + len(body)`). The overhead it prints is
 what `RECORD_OVERHEAD_BYTES` is set from.
@@ -22,7 +22,6 @@ from stream.ingest import RECORD_OVERHEAD_BYTES
 from stream.models import PinterestEvent, SourceRecord
 from stream.offsets import OffsetTracker
 from stream.settings import Settings
-from stream.settlement import Ticket
 from stream.transform import Transformer
 from traffic.generator import ClickstreamGenerator, Mix
 
@@ -56,9 +55,9 @@ def main() -> None:
         transformer.transform(source, value, int(now * 1000))
     tracker = OffsetTracker()
     tracker.assign([("web", 0)])
-    batcher: Batcher[Ticket] = Batcher(1000, 4 * 1024 * 1024, 3600.0)
+    batcher: Batcher[SourceRecord] = Batcher(1000, 4 * 1024 * 1024, 3600.0)
     key = BatchKey("1", False)
-    held: list[Batch[Ticket]] = []
+    held: list[Batch[SourceRecord]] = []
     gc.collect()
     before = rss_bytes()
     estimated = payload = 0
@@ -80,7 +79,8 @@ def main() -> None:
             payload += size
             estimated += RECORD_OVERHEAD_BYTES + size
             events += 1
-            batch = batcher.add(key, result, Ticket(record, epoch, RECORD_OVERHEAD_BYTES + size))
+            record.epoch, record.size = epoch, RECORD_OVERHEAD_BYTES + size
+            batch = batcher.add(key, result, record)
             if batch is not None:
                 held.append(batch)
     held.extend(batcher.flush())

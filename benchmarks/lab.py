@@ -25,7 +25,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.forwarder.harness import Forwarder, forwarder_config, start_forwarder  # noqa: E402
-from tests.kafka_helpers import ENV_FILE, Broker, read_bootstrap  # noqa: E402
+from tests.kafka_helpers import ENV_FILE, Broker, broker_answers, read_bootstrap  # noqa: E402
 from tests.sandbox_helpers import SandboxProcess, running_sandbox  # noqa: E402
 from traffic.generator import ClickstreamGenerator, Mix  # noqa: E402
 
@@ -73,7 +73,17 @@ def median(values: Iterable[float]) -> float:
 
 @contextmanager
 def broker() -> Iterator[Broker]:
-    """The local broker; started (and stopped afterwards) when none is running."""
+    """The local broker; started (and stopped afterwards) when none is running.
+
+    A broker named by KAFKA_BOOTSTRAP_SERVERS (a shared one, as the test fixtures use) is used
+    as it is and never stopped.
+    """
+    shared = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if shared:
+        if not broker_answers(shared):
+            raise SystemExit(f"KAFKA_BOOTSTRAP_SERVERS={shared} does not answer")
+        yield Broker(shared)
+        return
     started = False
     status = subprocess.run(
         [sys.executable, str(LOCAL_KAFKA), "status"], capture_output=True, check=False

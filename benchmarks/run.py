@@ -5,7 +5,9 @@
     .venv/bin/python benchmarks/run.py --events 1000000     # the full N (≈1 h here)
     .venv/bin/python benchmarks/run.py --only floor,end_to_end
 
-Scenarios: floor (in-process, one core), end_to_end (per input mix, one forwarder), latency
+Scenarios: floor (in-process, one core), bookkeeping (in-process: µs per event of each
+bookkeeping stage, benchmarks/bench_bookkeeping.py), end_to_end (per input mix, one forwarder;
+each run followed by the consume + transform ceiling on the same topic), latency
 (sandbox latency 100/300 ms), steady (fixed rate at ~50 % of the measured maximum), scale_out
 (2 forwarders in one group), identity (enrichment's uplift and cost, RSS and disk with 1,000,000
 identities: benchmarks/bench_identity.py in its own process). Figures are medians of `--runs`
@@ -27,12 +29,12 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import floor, report, scenarios  # noqa: E402
+from benchmarks import bench_bookkeeping, ceiling, floor, report, scenarios  # noqa: E402
 from benchmarks.lab import broker, drop_topics, load, machine, median, produce_mix  # noqa: E402
 from traffic.generator import Mix  # noqa: E402
 
 MIXES: tuple[Mix, ...] = ("order_completed", "realistic", "page")
-SCENARIOS = ("floor", "end_to_end", "latency", "steady", "scale_out", "identity")
+SCENARIOS = ("floor", "bookkeeping", "end_to_end", "latency", "steady", "scale_out", "identity")
 IDENTITIES = 1_000_000
 LATENCIES_MS = (100, 300)
 PARTITIONS = 6
@@ -41,6 +43,8 @@ PARTITIONS = 6
 def _command(args: argparse.Namespace, only: str) -> str:
     parts = [".venv/bin/python", "benchmarks/run.py", "--only", only]
     parts += ["--events", str(args.events), "--runs", str(args.runs)]
+    if only in ("floor", "bookkeeping"):
+        parts += ["--floor-events", str(args.floor_events)]
     if only == "steady":
         parts += ["--steady-seconds", str(args.steady_seconds)]
     return shlex.join(parts)
@@ -54,6 +58,7 @@ def _summary(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any
     return summary
 
 
+CEILING_KEYS = ("events_per_s", "events_per_cpu_s", "empty_polls", "empty_poll_s")
 E2E_KEYS = (
     "events_per_s",
     "events_per_cpu_s",
@@ -120,6 +125,18 @@ def main() -> None:
     if "identity" in selected:
         results["identity"] = _identity(args)
 
+    if "bookkeeping" in selected:
+        print(f"bookkeeping: {args.floor_events:,} messages per mix", flush=True)
+        results["bookkeeping"] = {
+            "command": _command(args, "bookkeeping"),
+            "mixes": {
+                mix: bench_bookkeeping.measure(mix, args.floor_events, max(5, args.runs))
+                for mix in MIXES
+            },
+        }
+        for mix, figures in results["bookkeeping"]["mixes"].items():
+            print(f"  {mix}: {figures['event_loop_total']:.2f} µs/event", flush=True)
+
     with broker() as kafka:
         topics: dict[str, Any] = {}
         try:
@@ -179,6 +196,7 @@ def _forwarder_scenarios(
 ) -> None:
     if "end_to_end" in selected:
         runs: dict[str, list[dict[str, Any]]] = {mix: [] for mix in MIXES}
+        ceilings: dict[str, list[dict[str, Any]]] = {mix: [] for mix in MIXES}
         for run in range(args.runs):
             for mix in MIXES:  # interleaved, so a burst of outside load hits every mix alike
                 figures = scenarios.forward(kafka, topics[mix])
@@ -189,9 +207,21 @@ def _forwarder_scenarios(
                     f"{figures['peak_rss_mib']:.0f} MiB, load {figures['load_before']:.2f}",
                     flush=True,
                 )
+                bare = ceiling.measure(kafka, topics[mix])
+                ceilings[mix].append(bare)
+                print(
+                    f"ceiling {mix} run {run + 1}: {bare['events_per_s']:,.0f} events/s, "
+                    f"{bare['events_per_cpu_s']:,.0f} events/CPU-s, "
+                    f"{bare['empty_polls']} empty polls",
+                    flush=True,
+                )
         results["end_to_end"] = {
             "command": _command(args, "end_to_end"),
             "mixes": {mix: _summary(r, E2E_KEYS) for mix, r in runs.items()},
+        }
+        results["ceiling"] = {
+            "command": _command(args, "end_to_end"),
+            "mixes": {mix: _summary(r, CEILING_KEYS) for mix, r in ceilings.items()},
         }
 
     if "latency" in selected:

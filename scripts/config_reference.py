@@ -13,6 +13,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from stream.settings import ENV_PREFIX, Settings, SourceSettings
+from stream.source import DEFAULT_CONSUMER_CONFIG
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 HEADER = """\
@@ -34,6 +35,24 @@ The API is reached through the proxy named by `HTTPS_PROXY` (`HTTP_PROXY` for an
 loopback URL), unless `NO_PROXY` lists its host; user and password may be part of the proxy URL.
 `pinterest.ca_file` adds a CA to the system's trusted CAs (for a private CA or a TLS-inspecting
 proxy); with `pinterest.ca_file_only: true` the file's CAs are the only ones trusted.
+"""
+
+
+CONSUMER_DEFAULTS = """
+The consumer's librdkafka defaults (`kafka.properties` overrides them): {settings}. Why, from
+the measurements of issue 20 (benchmarks/ceiling.py, benchmarks/run.py end_to_end; 2 shared
+cores, figures as ratios of one session):
+
+- `fetch.queue.backoff.ms` 10: once its local queue is full, librdkafka waits this long before
+  the next fetch (1 s by default). A bare consume + transform loop then idled 0.7-1.1 s at a
+  time and reached ~57k msg/s where its CPU allowed ~89k; at 10 ms, ~94k with no empty polls.
+- `queued.max.messages.kbytes` 16384 and `fetch.max.bytes` 16 MiB: the prefetch is memory the
+  buffer account does not count, so it is bounded. 8 MiB and 4 MiB were measured against it
+  in the same session (3 mixes x 2 rounds interleaved, 200,000 events): 16-33 MiB less peak
+  RSS, but 5-8 % fewer events per forwarder CPU-second in every mix (more, smaller fetches).
+  Under a tight memory limit, 8192 / 8388608 is the measured trade.
+- `queued.min.messages` stays at librdkafka's 100,000 per partition: the byte bound above is
+  reached first for any message over ~170 bytes, so it never decides.
 """
 
 
@@ -102,6 +121,9 @@ def render() -> str:
             )
             rows = _rows(SourceSettings, "sources[].", None)
         sections.append(table_head + "\n".join(rows) + "\n")
+        if name == "kafka":
+            settings = ", ".join(f"`{k}={v}`" for k, v in DEFAULT_CONSUMER_CONFIG.items())
+            sections.append(CONSUMER_DEFAULTS.format(settings=settings))
     return "".join(sections)
 
 

@@ -24,7 +24,7 @@ from stream.pinterest.client import PinterestClient
 from stream.quality import quality_poller
 from stream.retry import Backoff
 from stream.settings import Settings
-from stream.settlement import Settlement, Ticket, wait_until
+from stream.settlement import Settlement, wait_until
 from stream.source import KafkaSource
 from stream.transform import Transformer
 
@@ -59,7 +59,7 @@ class App:
         if settings.pinterest.test_mode:
             # Pinterest only looks at the first 20 events of a ?test=true request.
             max_events = min(max_events, TEST_MODE_MAX_EVENTS)
-        self.batcher: Batcher[Ticket] = Batcher(
+        self.batcher: Batcher[SourceRecord] = Batcher(
             max_events,
             settings.batching.max_bytes,
             settings.batching.linger_ms / 1000,
@@ -102,7 +102,7 @@ class App:
             settings.shutdown.grace_period_s,
             before_commit=self.identities.flushed if self.identities is not None else None,
         )
-        self.dispatcher: Dispatcher[Ticket] = Dispatcher(
+        self.dispatcher: Dispatcher[SourceRecord] = Dispatcher(
             self.client,
             self.settlement,
             Backoff(sending.backoff_initial_s, sending.backoff_max_s, sending.retry_budget_s),
@@ -114,8 +114,8 @@ class App:
             refresh_credentials=self._reload_token,
             ad_accounts=settings.configured_ad_accounts(),
         )
-        self.backpressure: Backpressure[Ticket] = Backpressure(
-            self.buffer, self.source, self.dispatcher, self.metrics, Ticket.origin
+        self.backpressure: Backpressure[SourceRecord] = Backpressure(
+            self.buffer, self.source, self.dispatcher, self.metrics, SourceRecord.origin
         )
         self.http = HealthServer(
             settings.metrics.host,

@@ -53,11 +53,14 @@ class Batch(Generic[T]):
 
 
 class _OpenBatch(Generic[T]):
-    __slots__ = ("events", "index", "opened_at", "size", "tokens")
+    __slots__ = ("events", "index", "merged", "opened_at", "size", "tokens")
 
     def __init__(self, opened_at: float) -> None:
         self.events: list[PinterestEvent] = []
-        self.tokens: list[list[T]] = []
+        # Each event's first copy, in the tuple the sealed batch holds; the copies merged into
+        # it (rare) wait in `merged` until sealing, so no per-event container is copied then.
+        self.tokens: list[tuple[T, ...]] = []
+        self.merged: dict[int, list[T]] = {}
         self.index: dict[tuple[str, str], int] = {}
         self.size = REQUEST_OVERHEAD
         self.opened_at = opened_at
@@ -94,7 +97,7 @@ class Batcher(Generic[T]):
         elif mergeable:
             position = current.index.get(identity)
             if position is not None:
-                current.tokens[position].append(token)
+                current.merged.setdefault(position, []).append(token)
                 return None
         emitted: Batch[T] | None = None
         grown = current.size + len(event.body) + (1 if current.events else 0)
@@ -105,7 +108,7 @@ class Batcher(Generic[T]):
         if mergeable:
             current.index[identity] = len(current.events)
         current.events.append(event)
-        current.tokens.append([token])
+        current.tokens.append((token,))
         current.size = grown
         if len(current.events) >= self._max_events or grown >= self._max_bytes:
             if emitted is not None:
@@ -141,4 +144,7 @@ class Batcher(Generic[T]):
 
     @staticmethod
     def _seal(key: BatchKey, batch: _OpenBatch[T]) -> Batch[T]:
-        return Batch(key, tuple(batch.events), tuple(map(tuple, batch.tokens)))
+        tokens = batch.tokens
+        for position, copies in batch.merged.items():
+            tokens[position] = (*tokens[position], *copies)
+        return Batch(key, tuple(batch.events), tuple(tokens))

@@ -409,8 +409,8 @@ class Dispatcher(Generic[T]):
         )
         return classify(response, len(batch.events), self._clock()), elapsed
 
-    def _warned(self, account: str, outcome: EventOutcome) -> None:
-        self._metrics.pinterest_warned(account, outcome.warnings)
+    def _warned(self, account: str, outcome: EventOutcome, events: int) -> None:
+        self._metrics.pinterest_warned(account, outcome.warnings, events)
         for warning in outcome.warnings:
             # Pinterest's text names fields and event names, never user data: a sample is kept.
             self._storms.info(
@@ -419,6 +419,7 @@ class Dispatcher(Generic[T]):
                 account,
                 warning,
                 outcome.message,
+                count=events,
             )
 
     def _settle(
@@ -426,11 +427,21 @@ class Dispatcher(Generic[T]):
     ) -> None:
         outcomes = self._outcomes
         account = batch.key.ad_account_id
+        # Warned events are counted and logged once per distinct outcome of the answer, not per
+        # event: most events of an answer share the same note (one outcome object per note).
+        warned: dict[int, int] = {}
+        warnings: dict[int, EventOutcome] = {}
         for event, tokens, outcome in zip(batch.events, batch.tokens, answer.outcomes, strict=True):
             if outcome.processed:
                 outcomes.delivered(account, event, tokens)
                 if outcome.warnings:
-                    self._warned(account, outcome)
+                    seen = warned.get(id(outcome))
+                    if seen is None:
+                        warnings[id(outcome)] = outcome
+                        seen = 0
+                    warned[id(outcome)] = seen + 1
             else:
                 failure = Failure(reason, outcome.message, answer.status, attempts)
                 outcomes.failed(event, tokens, failure)
+        for key, events in warned.items():
+            self._warned(account, warnings[key], events)

@@ -12,11 +12,11 @@ from stream.identity.state import IdentityState
 from stream.metrics import Metrics
 from stream.models import DeadLetter, PinterestEvent, SourceRecord
 from stream.settings import Settings, SourceSettings
-from stream.settlement import Settlement, Ticket
+from stream.settlement import Settlement
 from stream.transform import Transformer
 
-# Per-message RSS of what is held beyond the raw value and the encoded event (record, ticket,
-# event, offset, batch slot): 720-950 B measured by benchmarks/bench_buffer_memory.py.
+# Per-message RSS of what is held beyond the raw value and the encoded event (record, event,
+# offset, batch slot): 720-950 B measured by benchmarks/bench_buffer_memory.py.
 RECORD_OVERHEAD_BYTES = 900
 # A poll is transformed in slices of about this many bytes, yielding to the event loop between
 # them: 1,000 messages near kafka.max_message_bytes would otherwise hold it (and /healthz) for
@@ -26,16 +26,16 @@ _VALUE = attrgetter("value")
 
 
 class Ingest:
-    """The hot path from consumed records to open batches: each record is tracked (its offset
-    and epoch), transformed, then batched, dead-lettered or skipped, and held in the buffer
-    account until it settles."""
+    """The hot path from consumed records to open batches: each record is tracked (its offset,
+    and its epoch and size set on it), transformed, then batched, dead-lettered or skipped, and
+    held in the buffer account until it settles."""
 
     def __init__(
         self,
         settings: Settings,
         transformer: Transformer,
-        batcher: Batcher[Ticket],
-        submit: Callable[[Batch[Ticket]], None],
+        batcher: Batcher[SourceRecord],
+        submit: Callable[[Batch[SourceRecord]], None],
         settlement: Settlement,
         buffer: BufferAccount,
         metrics: Metrics,
@@ -108,19 +108,20 @@ class Ingest:
                     size += len(result.body)
                 held += 1
                 held_bytes += size
-                ticket = Ticket(record, epoch, size)
+                record.epoch = epoch
+                record.size = size
                 if type(result) is PinterestEvent:
                     account = result.ad_account_id or self._default_account[topic]
                     key = keys.get(account)
                     if key is None:
                         key = keys[account] = BatchKey(account, self._test)
-                    batch = batcher.add(key, result, ticket)
+                    batch = batcher.add(key, result, record)
                     if batch is not None:
                         submit(batch)
                 elif type(result) is DeadLetter:
-                    dead_letter(ticket, result.reason, result.message, None, 0)
+                    dead_letter(record, result.reason, result.message, None, 0)
                 else:
-                    settlement.skipped(ticket)
+                    settlement.skipped(record)
         finally:
             # Added once per poll; nothing reads the account until this returns.
             buffer.add(held_bytes, held)

@@ -111,21 +111,27 @@ class RateLimitedLogger:
         self._next_at: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def log(self, level: int, key: str, msg: str, *args: object) -> None:
-        """`key` groups similar lines (e.g. "retry:429"); keep it bounded, like a metric label."""
+    def log(self, level: int, key: str, msg: str, *args: object, count: int = 1) -> None:
+        """`key` groups similar lines (e.g. "retry:429"); keep it bounded, like a metric label.
+
+        `count` > 1 stands for that many occurrences at once (the first may be logged, the
+        others are held back as if each had been passed on its own).
+        """
         now = self._clock()
         if now < self._next_at.get(key, -float("inf")):
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self._suppressed[key] = self._suppressed.get(key, 0) + count
             return
         self._next_at[key] = now + self._interval_s
         held_back = self._suppressed.pop(key, 0)
+        if count > 1:
+            self._suppressed[key] = count - 1
         if held_back:
             msg += " (%d similar messages suppressed)"
             args = (*args, held_back)
         self._logger.log(level, msg, *args)
 
-    def info(self, key: str, msg: str, *args: object) -> None:
-        self.log(logging.INFO, key, msg, *args)
+    def info(self, key: str, msg: str, *args: object, count: int = 1) -> None:
+        self.log(logging.INFO, key, msg, *args, count=count)
 
     def warning(self, key: str, msg: str, *args: object) -> None:
         self.log(logging.WARNING, key, msg, *args)

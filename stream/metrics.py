@@ -341,10 +341,10 @@ class Metrics:
         self.concurrency_limit.labels(ad_account).set(concurrency_limit)
         self.setup_error_changed(ad_account, None)
 
-    def pinterest_warned(self, ad_account: str, warnings: tuple[str, ...]) -> None:
-        """Pinterest processed an event with these notes (bounded names, see classify)."""
+    def pinterest_warned(self, ad_account: str, warnings: tuple[str, ...], events: int = 1) -> None:
+        """Pinterest processed `events` events with these notes (bounded names, see classify)."""
         for warning in warnings:
-            self.pinterest_warnings.labels(ad_account, warning).inc()
+            self.pinterest_warnings.labels(ad_account, warning).inc(events)
 
     def concurrency_limit_changed(self, ad_account: str, limit: float) -> None:
         self.concurrency_limit.labels(ad_account).set(limit)

@@ -1,16 +1,24 @@
-"""The immutable records that cross pipeline stages."""
+"""The records that cross pipeline stages."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntFlag
+from typing import NamedTuple
 
 from stream.dlq.contract import DeadLetterReason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SourceRecord:
-    """One Kafka message as consumed; `value` is kept byte for byte for the dead-letter topic."""
+    """One Kafka message from its consumption until it settles; `value` is kept byte for byte for
+    the dead-letter topic.
+
+    The one object per message from the consumer to settlement (no ticket beside it): the
+    consumer fills the message's fields, ingest sets `epoch` and `size` once when it tracks the
+    record, and nothing changes it after that. Not frozen because a frozen dataclass costs
+    ~1 µs per construction (benchmarks/bench_bookkeeping.py).
+    """
 
     topic: str
     partition: int
@@ -20,6 +28,14 @@ class SourceRecord:
     timestamp_ms: int | None
     headers: list[tuple[str, bytes | None]] | None = None
     """The message's headers as confluent-kafka returns them; dead letters carry them over."""
+    epoch: int = 0
+    """Its partition's assignment when it was tracked: a settlement from an older one is void."""
+    size: int = 0
+    """Its bytes in the buffer account until it settles."""
+
+    def origin(self) -> tuple[tuple[str, int], int]:
+        """Its partition and its size in the buffer (for the stalled-account isolation)."""
+        return (self.topic, self.partition), self.size
 
 
 class Signal(IntFlag):
@@ -33,12 +49,13 @@ class Signal(IntFlag):
     CLICK_ID = 16
 
 
-@dataclass(frozen=True, slots=True)
-class PinterestEvent:
+class PinterestEvent(NamedTuple):
     """A validated, hashed Pinterest event, already encoded as the spec's JSON object.
 
     `body` is exactly what goes into the request's `data` array, so a batch is encoded by joining
-    bodies and its byte size is known without re-serialising.
+    bodies and its byte size is known without re-serialising. Immutable like the frozen
+    dataclasses between the other stages, at a quarter of their construction cost (one per
+    event: benchmarks/bench_bookkeeping.py).
     """
 
     event_id: str

@@ -7,7 +7,6 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from stream.backpressure import BufferAccount
@@ -25,19 +24,6 @@ COMMIT_INTERVAL_S = 1.0
 DRAIN_POLL_S = 0.01
 # How much longer than the grace period the consumer thread waits for a rebalance's handling.
 REBALANCE_MARGIN_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """A consumed message until it settles: its offset's epoch and its bytes for the DLQ."""
-
-    record: SourceRecord
-    epoch: int
-    size: int
-
-    def origin(self) -> tuple[TopicPartitionKey, int]:
-        """Its partition and its size in the buffer (for the stalled-account isolation)."""
-        return (self.record.topic, self.record.partition), self.size
 
 
 class Committer(Protocol):
@@ -140,15 +126,15 @@ class Settlement:
         """Registers a poll's records; their epochs, None for those not to process."""
         return self.tracker.track_all(records)
 
-    def skipped(self, ticket: Ticket) -> None:
+    def skipped(self, record: SourceRecord) -> None:
         """The message is deliberately not sent (by configuration)."""
-        self._settle(ticket)
+        self._settle(record)
         self._skipped += 1
         self._metrics.event_skipped()
 
     def dead_letter(
         self,
-        ticket: Ticket,
+        record: SourceRecord,
         reason: DeadLetterReason,
         message: str,
         status: int | None,
@@ -161,28 +147,24 @@ class Settlement:
         def acked() -> None:
             self._metrics.event_dead_lettered(reason, event_name, action_source)
             self._dead_lettered[reason] = self._dead_lettered.get(reason, 0) + 1
-            self._settle(ticket)
+            self._settle(record)
 
-        self._dead_letters.send(
-            ticket.record, reason, message, acked, status=status, attempts=attempts
-        )
+        self._dead_letters.send(record, reason, message, acked, status=status, attempts=attempts)
 
-    def _settle(self, ticket: Ticket) -> None:
-        record = ticket.record
-        self.tracker.settle(record.topic, record.partition, ticket.epoch, record.offset)
-        self._buffer.release(ticket.size)
+    def _settle(self, record: SourceRecord) -> None:
+        self.tracker.settle(record.topic, record.partition, record.epoch, record.offset)
+        self._buffer.release(record.size)
 
     # --- the dispatcher's Outcomes -------------------------------------------------------------
 
     def delivered(
-        self, ad_account_id: str, event: PinterestEvent, tokens: tuple[Ticket, ...]
+        self, ad_account_id: str, event: PinterestEvent, tokens: tuple[SourceRecord, ...]
     ) -> None:
         now = time.time()
         event_delivered = self._metrics.event_delivered
         settle = self.tracker.settle
         size = 0
-        for ticket in tokens:
-            record = ticket.record
+        for record in tokens:
             event_delivered(
                 ad_account_id,
                 event.event_name,
@@ -193,15 +175,17 @@ class Settlement:
                 now,
             )
             # _settle inlined and the buffer released once: this runs for every delivered event.
-            settle(record.topic, record.partition, ticket.epoch, record.offset)
-            size += ticket.size
+            settle(record.topic, record.partition, record.epoch, record.offset)
+            size += record.size
         self._delivered += len(tokens)
         self._buffer.release(size, len(tokens))
 
-    def failed(self, event: PinterestEvent, tokens: tuple[Ticket, ...], failure: Failure) -> None:
-        for ticket in tokens:
+    def failed(
+        self, event: PinterestEvent, tokens: tuple[SourceRecord, ...], failure: Failure
+    ) -> None:
+        for record in tokens:
             self.dead_letter(
-                ticket,
+                record,
                 failure.reason,
                 failure.message,
                 failure.status,

@@ -423,3 +423,24 @@ async def test_a_batch_for_an_unconfigured_account_is_dead_lettered_without_stat
     }
     assert KEY.ad_account_id in labelled
     assert stranger.ad_account_id not in labelled
+
+
+async def test_warned_events_are_counted_per_event_once_per_distinct_note() -> None:
+    notes = {"a": "external_id is missing", "b": "", "c": "external_id is missing", "d": "x"}
+
+    def respond(ids: list[str]) -> ApiResponse:
+        events = [{"status": "processed", "warning_message": notes[i]} for i in ids]
+        return ApiResponse(200, orjson.dumps({"events": events}))
+
+    recorder = Recorder()
+    d, metrics = dispatcher(ScriptedSender(respond), recorder)
+    d.submit(batch("a", "b", "c", "d"))
+    await settle(d)
+    assert recorder.delivered == ["a", "b", "c", "d"]
+    warned = {
+        sample.labels["warning"]: sample.value
+        for family in metrics.pinterest_warnings.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["ad_account"] == KEY.ad_account_id
+    }
+    assert warned == {"external_id_missing": 2.0, "other": 1.0}

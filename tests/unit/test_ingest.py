@@ -13,7 +13,6 @@ from stream.ingest import RECORD_OVERHEAD_BYTES, Ingest
 from stream.metrics import Metrics
 from stream.models import SourceRecord
 from stream.settings import Settings
-from stream.settlement import Ticket
 from stream.transform import Transformer
 from tests.unit.test_settlement import NO_TIMEOUT_S, TP, Harness
 
@@ -36,8 +35,8 @@ async def test_a_poll_is_batched_dead_lettered_or_skipped_and_held_until_settled
     harness.settlement.start()
     await harness.assign(TP)
     settings = Settings(pinterest={"ad_account_id": "42"}, sources=[{"topic": TP[0]}])
-    batcher: Batcher[Ticket] = Batcher(1000, 4 * 1024 * 1024, 60.0)
-    submitted: list[Batch[Ticket]] = []
+    batcher: Batcher[SourceRecord] = Batcher(1000, 4 * 1024 * 1024, 60.0)
+    submitted: list[Batch[SourceRecord]] = []
     ingest = Ingest(
         settings,
         Transformer(settings, clock=lambda: NOW),

@@ -118,6 +118,18 @@ def test_rate_limited_logger_holds_back_a_storm(caplog: pytest.LogCaptureFixture
     ]
 
 
+def test_a_count_of_occurrences_logs_like_as_many_calls(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    limited = RateLimitedLogger(logging.getLogger("stream.storm"), interval_s=10, clock=clock)
+    with caplog.at_level(logging.INFO, logger="stream.storm"):
+        limited.info("warning:1:em_missing", "warned %s", "a", count=500)
+        limited.info("warning:1:em_missing", "warned %s", "a", count=499)
+        clock.now = 10.0
+        limited.info("warning:1:em_missing", "warned %s", "a", count=3)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["warned a", "warned a (998 similar messages suppressed)"]
+
+
 def test_config_summary_masks_the_token(caplog: pytest.LogCaptureFixture) -> None:
     settings = load_settings(
         environ={

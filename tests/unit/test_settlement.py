@@ -13,7 +13,7 @@ from stream.dispatcher import Failure
 from stream.metrics import Metrics
 from stream.models import PinterestEvent, SourceRecord
 from stream.offsets import TopicPartitionKey
-from stream.settlement import Settlement, Ticket
+from stream.settlement import Settlement
 
 TP = ("clicks", 0)
 OTHER = ("clicks", 1)
@@ -78,18 +78,18 @@ class Harness:
             grace_period_s,
         )
 
-    def consume(self, tp: TopicPartitionKey, *offsets: int) -> list[Ticket]:
+    def consume(self, tp: TopicPartitionKey, *offsets: int) -> list[SourceRecord]:
         """What the consume loop does with a poll: track, then hold in the buffer."""
         records = [SourceRecord(*tp, offset, None, b"v", None) for offset in offsets]
-        tickets = [
-            Ticket(record, epoch, SIZE)
-            for record, epoch in zip(records, self.settlement.track(records), strict=True)
-            if epoch is not None
-        ]
+        tickets = []
+        for record, epoch in zip(records, self.settlement.track(records), strict=True):
+            if epoch is not None:
+                record.epoch, record.size = epoch, SIZE
+                tickets.append(record)
         self.buffer.add(SIZE * len(tickets), len(tickets))
         return tickets
 
-    def deliver(self, *tickets: Ticket) -> None:
+    def deliver(self, *tickets: SourceRecord) -> None:
         for ticket in tickets:
             self.settlement.delivered("1", EVENT, (ticket,))
 
