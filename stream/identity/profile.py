@@ -22,7 +22,7 @@ Never a raw value: every one of them is a SHA-256 hex digest by the time it is l
 # changelog's retention) count from the last time the user was seen, at one write a day.
 REFRESH_S: Final = 86_400.0
 # Keys remembered with their partition, to notice messages not keyed by user (bounded memory).
-PARTITION_MEMORY: Final = 100_000
+PARTITION_MEMORY: Final = 32_768
 
 
 def identity_key(kind: bytes, raw_id: Any) -> bytes | None:
@@ -48,7 +48,7 @@ OPT_OUT: Final = 1
 LDP: Final = 2
 _FIELDS: Final = frozenset(IDENTITY_FIELDS)
 # Ids hashed into keys, and anonymous ids known to be linked, are remembered up to this many.
-MEMO_SIZE: Final = 65_536
+MEMO_SIZE: Final = 32_768
 _UNSEEN: Final = object()
 # Decoded entries by their stored bytes: a user's events come in bursts, and decoding a profile
 # costs more than the rest of its enrichment. ~3.5 KB each, so at most ~14 MB.
