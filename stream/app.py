@@ -79,17 +79,21 @@ class App:
             ca_file=settings.pinterest.ca_file,
             ca_file_only=settings.pinterest.ca_file_only,
         )
+        reread_password = (
+            settings.kafka.sasl_password_value if settings.kafka.sasl_password_file else None
+        )
         self.dlq = DeadLetterProducer(
-            settings.kafka.client_config(), settings.kafka.dead_letter_topic, self.metrics
+            settings.kafka.client_config(),
+            settings.kafka.dead_letter_topic,
+            self.metrics,
+            reread_password=reread_password,
         )
         self.source = KafkaSource(
             settings.kafka.client_config(),
             settings.kafka.group_id,
             sorted({s.topic for s in settings.sources}),
             on_statistics=self.metrics.kafka_statistics,
-            reread_password=(
-                settings.kafka.sasl_password_value if settings.kafka.sasl_password_file else None
-            ),
+            reread_password=reread_password,
         )
         # Identity enrichment's stores and changelogs: None unless a source has `enrich: identity`.
         self.identities = IdentityState(settings) if settings.enriched_topics() else None

@@ -11,6 +11,7 @@ from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from stream.credentials import REFUSED_CREDENTIALS
 from stream.errors import ConfigurationError
 from stream.logs import RateLimitedLogger
 from stream.models import SourceRecord
@@ -40,7 +41,6 @@ FORCED_CONSUMER_CONFIG = {"enable.auto.commit": "false", "enable.auto.offset.sto
 # run fails so the operator sees it. A broker that has just started may refuse briefly before its
 # SCRAM credentials are loaded, so only a refusal that lasts this long without an assignment or
 # a message counts.
-REFUSED_CREDENTIALS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 REFUSED_CREDENTIALS_GRACE_S = 10.0
 # Metadata for the partition share is usually cached; a rebalance callback must stay short.
 SHARE_METADATA_TIMEOUT_S = 2.0

@@ -17,6 +17,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, not
     ConfigResource,
 )
 
+from stream.credentials import RotatedPassword
 from stream.dlq.contract import (
     ATTEMPTS,
     ERROR_HEADERS,
@@ -82,6 +83,8 @@ class KafkaProducer(Protocol):
     def poll(self, timeout: float) -> int: ...
 
     def flush(self, timeout: float) -> int: ...
+
+    def set_sasl_credentials(self, username: str, password: str) -> None: ...
 
 
 def dead_letter_headers(
@@ -196,10 +199,13 @@ class DeadLetterProducer:
         topic: str,
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        connect: Callable[[dict[str, str]], KafkaProducer] = Producer,
+        connect: Callable[[dict[str, Any]], KafkaProducer] = Producer,
         retry_delay_s: float = RETRY_DELAY_S,
         read_limit: ReadLimit = topic_max_message_bytes,
+        reread_password: Callable[[], str | None] | None = None,
     ) -> None:
+        """`reread_password` reads kafka.sasl_password_file again when Kafka refuses the
+        credentials (a rotated Secret)."""
         self._client_config = config
         self._topic = topic
         self._metrics = metrics
@@ -213,6 +219,7 @@ class DeadLetterProducer:
         self.healthy = True
         self.unacked = 0
         self._storms = RateLimitedLogger(log)
+        self._rotated = RotatedPassword(config, reread_password)
 
     async def start(self) -> None:
         topic_limit = await self._topic_limit()
@@ -239,6 +246,7 @@ class DeadLetterProducer:
                 # Batches are bounded uncompressed, so a batch of dead letters that fit one by
                 # one fits as a whole, compressed or not.
                 "batch.size": str(min(LIBRDKAFKA_BATCH_SIZE, self.limit)),
+                "error_cb": self._on_error,
             }
         )
         self._poller = asyncio.create_task(self._poll())
@@ -364,6 +372,9 @@ class DeadLetterProducer:
             len(fitted.value or b""),
         )
         return fitted
+
+    def _on_error(self, error: KafkaError) -> None:
+        self._rotated.on_error(error, "dead-letter producer", self._producer)
 
     def _later(self, delay_s: float, letter: DeadLetter) -> None:
         asyncio.get_running_loop().call_later(delay_s, self._produce, letter)

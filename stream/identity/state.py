@@ -17,6 +17,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, not
     NewTopic,
 )
 
+from stream.credentials import RotatedPassword
 from stream.errors import ConfigurationError
 from stream.identity.rocks import RocksResources, RocksStore
 from stream.logs import RateLimitedLogger
@@ -114,6 +115,11 @@ class IdentityState:
         self.forgotten = 0
         self._failed: list[tuple[str, int, bytes]] = []
         self._storms = RateLimitedLogger(log)
+        kafka_settings = settings.kafka
+        self._rotated = RotatedPassword(
+            self._client_config,
+            kafka_settings.sasl_password_value if kafka_settings.sasl_password_file else None,
+        )
         self._producer = Producer(
             {
                 **self._client_config,
@@ -340,6 +346,13 @@ class IdentityState:
 
     def _on_error(self, error: KafkaError) -> None:
         self._storms.warning(error.name(), "identity changelog: %s", error.str())
+        # Both clients share this callback: a rotated password goes to both.
+        self._rotated.on_error(
+            error,
+            "identity changelog clients",
+            getattr(self, "_producer", None),
+            getattr(self, "_reader", None),
+        )
 
     def close(self) -> None:
         self.released(list(self.stores))

@@ -100,13 +100,14 @@ def test_a_rotated_password_file_reconnects_without_a_restart(
 ) -> None:
     broker = sasl_kafka.plain
     topic = broker.create_topic()
-    messages = list(ClickstreamGenerator(seed=22, poison_ratio=0.0).messages(200))
+    # Poison too: the dead-letter producer started with the old password as well.
+    messages = list(ClickstreamGenerator(seed=22, poison_ratio=0.05).messages(200))
     produce(broker, topic, messages)
     password_file = tmp_path / "secret" / "password"
     password_file.parent.mkdir()
     password_file.write_text("the-old-password\n")
     config = sasl_config(sasl_kafka, sandbox, topic, password_file)
-    group = config["kafka"]["group_id"]
+    group, dlq = config["kafka"]["group_id"], config["kafka"]["dead_letter_topic"]
     with running_forwarder(config, tmp_path) as forwarder:
         wait_until(lambda: "refused the credentials" in forwarder.log(), 60, "the old one refused")
         # As Kubernetes updates a Secret volume: a new file swapped in atomically.
@@ -119,6 +120,10 @@ def test_a_rotated_password_file_reconnects_without_a_restart(
             "all offsets committed with the new password",
         )
         assert "sasl_password_file changed: reconnecting" in forwarder.log()
+        assert "the dead-letter producer uses the new password" in forwarder.log()
         assert forwarder.terminate() == 0
     assert set(delivered_keys(sandbox)) == valid_keys(messages)
+    poison = sum(1 for m in messages if m.kind == "poison")
+    assert poison > 0
+    assert len(broker.read_all(dlq)) >= poison
     assert "the-old-password" not in forwarder.log()

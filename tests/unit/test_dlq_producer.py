@@ -183,6 +183,8 @@ async def started(
     await producer.start()
     limit = max(4096, topic_limit - 512)
     assert producer.limit == limit
+    # Kafka's refusals reach the producer (a rotated password file is taken up there).
+    assert callable(configs[0].pop("error_cb"))
     assert configs == [
         {
             "bootstrap.servers": "b:9092",
