@@ -149,8 +149,10 @@ class IdentityProfiles:
         target = user.decode()
         written = entry.get("t", 0)
         if entry.get("to") != target or now - written >= REFRESH_S:
-            if _fill(profile, entry):
-                profile["t"] = 0  # _learn writes the merged profile
+            merged = dict(profile)  # entries read are shared: change a copy
+            if _fill(merged, entry):
+                merged["t"] = 0  # _learn writes the merged profile
+                profile = merged
             written = int(now)
             store.put(anonymous, orjson.dumps({"t": written, "to": target}))
         links = self._links
@@ -174,8 +176,8 @@ class IdentityProfiles:
         return key
 
     def _read(self, store: Store, key: bytes, now: float) -> dict[str, Any]:
-        """The live entry at `key`, a shallow copy the caller may change (it replaces `f`
-        rather than changing it: the decoded entries are shared)."""
+        """The live entry at `key`, shared with every reader of the same stored bytes: never
+        changed in place."""
         found = store.get(key)
         if found is None:
             return {}
@@ -193,7 +195,7 @@ class IdentityProfiles:
             decoded[found] = entry
         if now - entry.get("t", 0) > self._ttl_s:
             return {}
-        return dict(entry)
+        return entry
 
     def _learn(
         self,
@@ -204,28 +206,37 @@ class IdentityProfiles:
         event_time: Any,
         flags: int,
     ) -> None:
-        fields: dict[str, list[str]] = dict(profile.get("f") or {})
+        fields: dict[str, list[str]] = profile.get("f") or {}
         newer = event_time.__class__ is int and event_time >= profile.get("e", 0)
         changed = profile.get("t") == 0  # an anonymous profile was merged in
+        learned = None  # copied on the first change: most events teach nothing new
         for field, hashes in user_data.items():
             if field not in _FIELDS or not hashes or hashes.__class__ is not list:
                 continue
-            if field not in fields or (newer and fields[field] != hashes):
-                fields[field] = list(hashes)
-                changed = True
-        if flags & OPT_OUT and not profile.get("o"):
-            profile["o"] = changed = True
-        if flags & LDP and not profile.get("l"):
-            profile["l"] = changed = True
-        if not (fields or profile.get("o") or profile.get("l")):
+            known = fields.get(field)
+            if known is None or (newer and known != hashes):
+                if learned is None:
+                    learned = dict(fields)
+                learned[field] = list(hashes)
+        opt_out = bool(flags & OPT_OUT) or profile.get("o", False)
+        ldp = bool(flags & LDP) or profile.get("l", False)
+        changed = changed or learned is not None
+        changed = changed or opt_out != profile.get("o", False) or ldp != profile.get("l", False)
+        if learned is not None:
+            fields = learned
+        if not (fields or opt_out or ldp):
             return  # nothing worth remembering about this user yet
         now = self._clock()
         if changed or now - profile.get("t", 0) >= REFRESH_S:
-            profile["f"] = fields
-            if newer:
-                profile["e"] = event_time
-            profile["t"] = int(now)
-            store.put(key, orjson.dumps(profile))
+            written: dict[str, Any] = {"t": int(now), "f": fields}
+            event_seen = event_time if newer else profile.get("e")
+            if event_seen is not None:
+                written["e"] = event_seen
+            if opt_out:
+                written["o"] = True
+            if ldp:
+                written["l"] = True
+            store.put(key, orjson.dumps(written))
 
     def _note_partition(self, key: bytes, partition: int) -> None:
         partitions = self._partitions
