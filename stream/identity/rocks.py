@@ -70,7 +70,7 @@ class RocksStore:
     def set_checkpoint(self, offset: int) -> None:
         self._db.put(CHECKPOINT_KEY, str(offset).encode())
 
-    def keys(self) -> Iterator[bytes]:
+    def entry_keys(self) -> Iterator[bytes]:
         for key in self._db.keys():  # noqa: SIM118 - an Rdict is not iterable
             if isinstance(key, bytes) and key != CHECKPOINT_KEY:
                 yield key

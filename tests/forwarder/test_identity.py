@@ -14,7 +14,14 @@ import orjson
 import pytest
 import yaml
 
-from tests.forwarder.harness import REPO_ROOT, Forwarder, running_forwarder, wait_until
+from stream.identity.rocks import RocksResources, RocksStore
+from tests.forwarder.harness import (
+    REPO_ROOT,
+    Forwarder,
+    forwarder_config,
+    running_forwarder,
+    wait_until,
+)
 from tests.forwarder.scenario import all_committed, new_group
 from tests.kafka_helpers import Broker
 from tests.sandbox_helpers import SandboxProcess
@@ -81,8 +88,6 @@ class Run:
         self.tmp = tmp
 
     def config(self, state: str) -> dict[str, Any]:
-        from tests.forwarder.harness import forwarder_config
-
         return forwarder_config(
             self.kafka.bootstrap,
             self.sandbox,
@@ -129,12 +134,19 @@ def test_identities_survive_kill_9_restored_from_the_changelog(
         wait_until(run.committed, 90, "second orders committed")
         assert forwarder.terminate() == 0
     assert emails_by_order(sandbox, "two") == found
-    # Only hashes on the changelog: no e-mail, name or id in any key or value.
+    # Only hashes on the changelog and in the stores: no e-mail, name or id in a key or value.
     records = kafka.read_all(run.changelog)
     assert records
     dump = b"".join((r.key() or b"") + (r.value() or b"") for r in records)  # type: ignore[attr-defined]
+    stored = b""
+    for directory in sorted((tmp_path / "pod-b" / run.group).iterdir()):
+        store = RocksStore(directory, RocksResources(), 86_400)
+        stored += b"".join(key + (store.get(key) or b"") for key in store.entry_keys())
+        store.close()
+    assert stored.count(b'"em"') == USERS
     for canary in (b"example.com", b"Canaryname", b"canaryname", b"user-1", b"anon-1"):
         assert canary not in dump
+        assert canary not in stored
 
 
 @pytest.mark.timeout(300)
