@@ -79,9 +79,7 @@ class App:
             ca_file=settings.pinterest.ca_file,
             ca_file_only=settings.pinterest.ca_file_only,
         )
-        reread_password = (
-            settings.kafka.sasl_password_value if settings.kafka.sasl_password_file else None
-        )
+        reread_password = settings.kafka.password_file_reader()
         self.dlq = DeadLetterProducer(
             settings.kafka.client_config(),
             settings.kafka.dead_letter_topic,

@@ -6,7 +6,7 @@ import difflib
 import ipaddress
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -180,6 +180,10 @@ class KafkaSettings(Section):
             config["ssl.ca.location"] = str(self.ssl_ca_location)
         config.update(self.properties)
         return config
+
+    def password_file_reader(self) -> Callable[[], str | None] | None:
+        """Reads `sasl_password_file` again (a rotated Secret); None when there is no file."""
+        return self.sasl_password_value if self.sasl_password_file is not None else None
 
     def sasl_password_value(self) -> str | None:
         if self.sasl_password_file is not None:

@@ -333,7 +333,7 @@ class Transformer:
             raise InvalidMessage(verdict.reason, verdict.message)
         if ldp and "st" not in event["user_data"]:
             self._count_ldp_without_state(compiled.source)
-        # Positional: keyword arguments measurably slow the frozen dataclass on this hot path.
+        # Positional: keyword arguments measurably slow the construction on this hot path.
         # The body is copied: orjson hands back its whole output buffer (~8 KB of RSS for a 1 KB
         # event, benchmarks/bench_buffer_memory.py), and the event is held until it settles. A
         # join of two parts always builds a new object, at a third of a memoryview's cost.

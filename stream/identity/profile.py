@@ -23,6 +23,18 @@ Never a raw value: every one of them is a SHA-256 hex digest by the time it is l
 REFRESH_S: Final = 86_400.0
 # Keys remembered with their partition, to notice messages not keyed by user (bounded memory).
 PARTITION_MEMORY: Final = 32_768
+# The user's privacy flags a profile keeps besides identifiers, as bits: plain ints, since they
+# cross the hot path twice per message.
+NOTHING_LEARNED: Final = 0
+OPT_OUT: Final = 1
+LDP: Final = 2
+_FIELDS: Final = frozenset(IDENTITY_FIELDS)
+# Ids hashed into keys, and anonymous ids known to be linked, are remembered up to this many.
+MEMO_SIZE: Final = 32_768
+_UNSEEN: Final = object()
+# Decoded entries by their stored bytes: a user's events come in bursts, and decoding a profile
+# costs more than the rest of its enrichment. ~3.5 KB each, so at most ~14 MB.
+DECODED_MEMO_SIZE: Final = 4_096
 
 
 def identity_key(kind: bytes, raw_id: Any) -> bytes | None:
@@ -39,20 +51,6 @@ def identity_key(kind: bytes, raw_id: Any) -> bytes | None:
     else:
         return None
     return kind + b":" + hashlib.blake2b(data, digest_size=16).hexdigest().encode()
-
-
-# The user's privacy flags a profile keeps besides identifiers, as bits: plain ints, since they
-# cross the hot path twice per message.
-NOTHING_LEARNED: Final = 0
-OPT_OUT: Final = 1
-LDP: Final = 2
-_FIELDS: Final = frozenset(IDENTITY_FIELDS)
-# Ids hashed into keys, and anonymous ids known to be linked, are remembered up to this many.
-MEMO_SIZE: Final = 32_768
-_UNSEEN: Final = object()
-# Decoded entries by their stored bytes: a user's events come in bursts, and decoding a profile
-# costs more than the rest of its enrichment. ~3.5 KB each, so at most ~14 MB.
-DECODED_MEMO_SIZE: Final = 4_096
 
 
 class IdentityProfiles:

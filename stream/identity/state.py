@@ -115,11 +115,7 @@ class IdentityState:
         self.forgotten = 0
         self._failed: list[tuple[str, int, bytes]] = []
         self._storms = RateLimitedLogger(log)
-        kafka_settings = settings.kafka
-        self._rotated = RotatedPassword(
-            self._client_config,
-            kafka_settings.sasl_password_value if kafka_settings.sasl_password_file else None,
-        )
+        self._rotated = RotatedPassword(self._client_config, kafka.password_file_reader())
         self._producer = Producer(
             {
                 **self._client_config,
