@@ -37,9 +37,10 @@ NOTES = (
     "2 cores; if the machine saturates, a backlog builds and latency grows run over run, and "
     "the figure then measures the machine, not the linger (earlier loaded runs at 7,100 "
     "events/s showed p99 13 s; this file's runs are the ones in the table).",
-    "- **Peak RSS**: above 250 MiB only at 300 ms API latency, where up to 20 requests of 1,000 "
-    "events are in flight on top of the default buffer (50,000 events / 64 MiB); a smaller "
-    "`buffer.max_events` bounds it for small pods at some cost in latency hiding.",
+    "- **Peak RSS** is highest with API latency, where up to 20 requests of 1,000 events are in "
+    "flight on top of the default buffer (50,000 events / 64 MiB, ~75 MiB of RSS) and "
+    "librdkafka's prefetch (16 MiB queue, ~2.4x that in RSS); `buffer.max_events` or an 8 MiB "
+    "`queued.max.messages.kbytes` bound it for small pods at some cost in throughput.",
     "- **Scale-out**: the second process takes CPU from the same 2 cores that already run the "
     "first forwarder, the broker and the sandbox, so it cannot add throughput here.",
 )
