@@ -40,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     source = settings.source(args.source) if args.source else settings.sources[0]
     transformer = Transformer(settings)
     # A source with `enrich: identity` enriches over the input's lines as the forwarder would
-    # over a partition's messages; the profiles live only as long as the command.
-    identities = MemoryStore() if source.enrich == "identity" else None
+    # over a partition's messages (other sources ignore the store); the profiles live only as
+    # long as the command.
+    identities = MemoryStore()
     output = sys.stdout.buffer
     for line in sys.stdin.buffer:
         stripped = line.strip()

@@ -59,6 +59,10 @@ class ChangeloggedStore:
         self.local.delete(key)
         self._send(key, None)
 
+    def resend(self, key: bytes) -> None:
+        """Writes the key's current value (or its absence) to the changelog again."""
+        self._send(key, self.get(key))
+
     def _send(self, key: bytes, value: bytes | None) -> None:
         while True:
             try:
@@ -276,7 +280,7 @@ class IdentityState:
             store = self.stores.get((self._sources[changelog], partition))
             if store is not None:
                 # The store holds the newest value: re-send that, not the failed one.
-                store._send(key, store.get(key))
+                store.resend(key)
         if self._producer.flush(timeout_s) > 0 or self._failed:
             return False
         self._tail()
