@@ -15,8 +15,8 @@ topics hold (transformed once beforehand), and is reported in µs of CPU per eve
 - classify: the sandbox's 200 answer to a batch into per-event outcomes (stream/pinterest);
 - settle: the dispatcher settling a classified batch (stream/dispatcher.py → stream/settlement.py):
   delivery metrics, offsets, buffer release, Pinterest's per-event warnings;
-- delivery metrics: `Metrics.event_delivered` alone (stream/metrics.py);
-- settle offsets: `OffsetTracker.settle` alone.
+- delivery metrics: `Metrics.events_delivered` alone, once per answer (stream/metrics.py);
+- settle offsets: `OffsetTracker.settle_all` alone, once per answer.
 
 "ingest", "classify" and "settle" add up to the bookkeeping of the event loop's thread ("batch"
 and "track" are parts of "ingest", "delivery metrics" and "settle offsets" parts of "settle");
@@ -64,8 +64,8 @@ STAGES = (
     ("batch", "  of which: batcher add + seal"),
     ("classify", "event loop: the API's answer → per-event outcomes"),
     ("settle", "event loop: settle delivered events (metrics, offsets, buffer, warnings)"),
-    ("delivery_metrics", "  of which: Metrics.event_delivered"),
-    ("settle_offsets", "  of which: OffsetTracker.settle"),
+    ("delivery_metrics", "  of which: Metrics.events_delivered"),
+    ("settle_offsets", "  of which: OffsetTracker.settle_all"),
 )
 LOOP_STAGES = ("ingest", "classify", "settle")
 
@@ -250,33 +250,26 @@ class _Stages:
         return time.process_time() - started, len(self.events)
 
     def delivery_metrics(self) -> tuple[float, int]:
-        delivered = Metrics(CollectorRegistry()).event_delivered
-        now, now_ms = self.now, self.now_ms
+        delivered = Metrics(CollectorRegistry()).events_delivered
+        now = self.now
+        timestamps = [self.now_ms] * POLL
         started = time.process_time()
-        for event in self.events:
-            delivered(
-                ACCOUNT,
-                event.event_name,
-                event.action_source,
-                event.signals,
-                event.event_time,
-                now_ms,
-                now,
-            )
+        for events in self.batches:
+            delivered(ACCOUNT, events, timestamps[: len(events)], now)
         return time.process_time() - started, len(self.events)
 
     def settle_offsets(self) -> tuple[float, int]:
         tracker = OffsetTracker()
         tracker.assign([(TOPIC, p) for p in range(PARTITIONS)])
-        tracked = []
-        for records in self._records():
+        polls = list(self._records())
+        for records in polls:
             for record, epoch in zip(records, tracker.track_all(records), strict=True):
-                tracked.append((record.partition, epoch or 0, record.offset))
-        settle = tracker.settle
+                record.epoch = epoch or 0
+        settle_all = tracker.settle_all
         started = time.process_time()
-        for partition, epoch, offset in tracked:
-            settle(TOPIC, partition, epoch, offset)
-        return time.process_time() - started, len(tracked)
+        for records in polls:
+            settle_all(records)
+        return time.process_time() - started, sum(map(len, polls))
 
 
 def _nothing() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from stream.models import PinterestEvent
 
@@ -16,9 +16,12 @@ REQUEST_SUFFIX = b"]}"
 REQUEST_OVERHEAD = len(REQUEST_PREFIX) + len(REQUEST_SUFFIX)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchKey:
-    """Requests go to one ad account, with or without `?test=true`."""
+class BatchKey(NamedTuple):
+    """Requests go to one ad account, with or without `?test=true`.
+
+    A NamedTuple rather than a frozen dataclass: it is hashed for every event added, and a
+    tuple's hash is C (60 ns) where a dataclass's is a Python method (210 ns).
+    """
 
     ad_account_id: str
     test: bool = False

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -45,8 +46,12 @@ class Outcomes(Protocol[T_contra]):
     """Where the dispatcher reports each event's fate; `tokens` are its consumed copies."""
 
     def delivered(
-        self, ad_account_id: str, event: PinterestEvent, tokens: tuple[T_contra, ...]
-    ) -> None: ...
+        self,
+        ad_account_id: str,
+        events: Sequence[PinterestEvent],
+        tokens: Sequence[tuple[T_contra, ...]],
+    ) -> None:
+        """Pinterest processed these events of one answer (`tokens[i]` are `events[i]`'s)."""
 
     def failed(
         self, event: PinterestEvent, tokens: tuple[T_contra, ...], failure: Failure
@@ -427,21 +432,26 @@ class Dispatcher(Generic[T]):
     ) -> None:
         outcomes = self._outcomes
         account = batch.key.ad_account_id
-        # Warned events are counted and logged once per distinct outcome of the answer, not per
-        # event: most events of an answer share the same note (one outcome object per note).
-        warned: dict[int, int] = {}
-        warnings: dict[int, EventOutcome] = {}
-        for event, tokens, outcome in zip(batch.events, batch.tokens, answer.outcomes, strict=True):
-            if outcome.processed:
-                outcomes.delivered(account, event, tokens)
-                if outcome.warnings:
-                    seen = warned.get(id(outcome))
-                    if seen is None:
-                        warnings[id(outcome)] = outcome
-                        seen = 0
-                    warned[id(outcome)] = seen + 1
-            else:
-                failure = Failure(reason, outcome.message, answer.status, attempts)
-                outcomes.failed(event, tokens, failure)
-        for key, events in warned.items():
-            self._warned(account, warnings[key], events)
+        answers = answer.outcomes
+        # Counted by identity in C: an answer holds a few distinct outcomes (PROCESSED, one per
+        # warning note, one per failure), so nothing below runs per event unless one failed.
+        counts = Counter(map(id, answers))
+        distinct = dict(zip(map(id, answers), answers, strict=True))
+        if len(answers) == len(batch.events) and all(o.processed for o in distinct.values()):
+            outcomes.delivered(account, batch.events, batch.tokens)
+        else:
+            delivered = []
+            delivered_tokens = []
+            for event, tokens, outcome in zip(batch.events, batch.tokens, answers, strict=True):
+                if outcome.processed:
+                    delivered.append(event)
+                    delivered_tokens.append(tokens)
+                else:
+                    failure = Failure(reason, outcome.message, answer.status, attempts)
+                    outcomes.failed(event, tokens, failure)
+            if delivered:
+                outcomes.delivered(account, delivered, delivered_tokens)
+        # Warned events are counted and logged once per distinct note, not per event.
+        for key, outcome in distinct.items():
+            if outcome.processed and outcome.warnings:
+                self._warned(account, outcome, counts[key])

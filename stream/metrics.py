@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from operator import attrgetter
 from typing import Literal, Protocol, TypeVar
 
 import orjson
@@ -19,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from stream.dlq.contract import DEAD_LETTER_REASONS, DeadLetterReason
-from stream.models import Signal
+from stream.models import PinterestEvent, Signal
 from stream.resilience import COVERAGE_SIGNALS, SHARE_SIGNALS, ResilienceTracker
 from stream.retry import RETRY_LABELS, RetryReason
 from stream.spec import ACTION_SOURCES, BOTTOM_FUNNEL_EVENTS, EVENT_NAMES
@@ -36,6 +38,8 @@ OTHER = "other"
 
 LATE_AFTER_S = 3600.0
 """Pinterest reports events received more than an hour after they happened as offline."""
+_SHAPE = attrgetter("event_name", "action_source", "signals")
+_EVENT_TIME = attrgetter("event_time")
 
 REQUEST_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
 BATCH_EVENTS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 750, 1000)
@@ -258,39 +262,51 @@ class Metrics:
             child = self._events_child(event_name, action_source, outcome)
         child.inc()
 
-    def event_delivered(
+    def events_delivered(
         self,
         ad_account: str,
-        event_name: str,
-        action_source: str,
-        signals: Signal,
-        event_time: int,
-        kafka_timestamp_ms: int | None,
+        events: Collection[PinterestEvent],
+        kafka_timestamps_ms: Iterable[int | None],
         now: float | None = None,
     ) -> None:
-        """Pinterest said `processed`: counts it, its latency, lateness and matching signals."""
+        """Pinterest said `processed` for these events of one answer (an event consumed twice is
+        in `events` twice): counts them, their latency, lateness and matching signals.
+
+        One call per answer, not per event: the counters are updated once per distinct event
+        shape (name, action source, signals), of which an answer holds few.
+        """
         if now is None:
             now = self._clock()
-        # event_settled inlined: this runs once per delivered event.
-        child = self._events.get((event_name, action_source, "delivered"))
-        if child is None:
-            child = self._events_child(event_name, action_source, "delivered")
-        child.value += 1
-        if kafka_timestamp_ms is not None:
-            latency = now - kafka_timestamp_ms / 1000.0
-            if latency < 0.0:
-                latency = 0.0
-            # HistogramChild.observe inlined, as above.
-            histogram = self._latency
-            histogram.counts[bisect_left(histogram.bounds, latency)] += 1
-            histogram.sum += latency
-        if now - event_time > LATE_AFTER_S:
-            self._late_inc()
-        self._record_signals(signals, event_name, now)
-        # ResilienceCounters.count inlined: one dict update per delivered event.
-        key = (ad_account, action_source, signals, event_name)
-        shapes = self._resilience_shapes
-        shapes[key] = shapes.get(key, 0) + 1
+        histogram = self._latency
+        counts = histogram.counts
+        bounds = histogram.bounds
+        total = 0.0
+        for timestamp_ms in kafka_timestamps_ms:
+            if timestamp_ms is not None:
+                latency = now - timestamp_ms / 1000.0
+                if latency < 0.0:
+                    latency = 0.0
+                # bisect_left: a value equal to a bound is in that bound's bucket (`le`).
+                counts[bisect_left(bounds, latency)] += 1
+                total += latency
+        histogram.sum += total
+        late_before = now - LATE_AFTER_S
+        late = 0
+        for event_time in map(_EVENT_TIME, events):
+            if event_time < late_before:
+                late += 1
+        if late:
+            self._late_inc(late)
+        record_signals = self._record_signals
+        resilience = self._resilience_shapes
+        for (event_name, action_source, signals), count in Counter(map(_SHAPE, events)).items():
+            child = self._events.get((event_name, action_source, "delivered"))
+            if child is None:
+                child = self._events_child(event_name, action_source, "delivered")
+            child.value += count
+            record_signals(signals, event_name, now, count)
+            key = (ad_account, action_source, signals, event_name)
+            resilience[key] = resilience.get(key, 0) + count
 
     def event_dead_lettered(
         self, reason: DeadLetterReason, event_name: str = UNKNOWN, action_source: str = UNKNOWN

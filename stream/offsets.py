@@ -90,23 +90,37 @@ class OffsetTracker:
         return epochs
 
     def settle(self, topic: str, partition: int, epoch: int, offset: int) -> None:
-        state = self._partitions.get((topic, partition))
-        if state is None or state.epoch != epoch:
-            return
-        pending = state.pending
-        if not pending or offset < pending[0]:
-            return
-        if offset != pending[0]:
-            state.settled.add(offset)
-            return
-        pending.popleft()
-        position = offset + 1
-        settled = state.settled
-        while pending and pending[0] in settled:
-            head = pending.popleft()
-            settled.discard(head)
-            position = head + 1
-        state.position = position
+        self.settle_all([SourceRecord(topic, partition, offset, None, None, None, epoch=epoch)])
+
+    def settle_all(self, records: Iterable[SourceRecord]) -> None:
+        """Marks each record's offset done; records of an older assignment (epoch) are ignored."""
+        partitions = self._partitions
+        # An answer's records come in runs of one partition: look its state up once per run.
+        topic: str | None = None
+        partition = -1
+        state: _Partition | None = None
+        for record in records:
+            if record.partition != partition or record.topic != topic:
+                topic = record.topic
+                partition = record.partition
+                state = partitions.get((topic, partition))
+            if state is None or state.epoch != record.epoch:
+                continue
+            offset = record.offset
+            pending = state.pending
+            if not pending or offset < pending[0]:
+                continue
+            if offset != pending[0]:
+                state.settled.add(offset)
+                continue
+            pending.popleft()
+            position = offset + 1
+            settled = state.settled
+            while pending and pending[0] in settled:
+                head = pending.popleft()
+                settled.discard(head)
+                position = head + 1
+            state.position = position
 
     def commit_positions(self) -> dict[TopicPartitionKey, int]:
         """Committable positions (last settled contiguous offset + 1) that changed since commit."""

@@ -79,8 +79,10 @@ class ResilienceTracker:
         self._current: list[int] = [0] * _SLOTS
         self._next_bucket_at = -math.inf
 
-    def record(self, signals: Signal, event_name: str, now: float | None = None) -> None:
-        """Counts one delivered event with the matching signals it carried.
+    def record(
+        self, signals: Signal, event_name: str, now: float | None = None, count: int = 1
+    ) -> None:
+        """Counts `count` delivered events of one name with the matching signals they carried.
 
         `now` lets a caller that settles a whole batch read the clock once. A clock that steps
         back keeps counting into the current bucket rather than reopening an old one.
@@ -90,13 +92,13 @@ class ResilienceTracker:
         if now >= self._next_bucket_at:
             self._start_bucket(int(now // self._width))
         counts = self._current
-        counts[_TOTAL] += 1
+        counts[_TOTAL] += count
         for slot in _INCREMENTS[signals]:
-            counts[slot] += 1
+            counts[slot] += count
         if event_name in BOTTOM_FUNNEL_EVENTS:
-            counts[_BOTTOM_FUNNEL] += 1
+            counts[_BOTTOM_FUNNEL] += count
             if _EMAIL_OR_MAID[signals]:
-                counts[_BOTTOM_FUNNEL_MATCHED] += 1
+                counts[_BOTTOM_FUNNEL_MATCHED] += count
 
     def events(self) -> int:
         return self._totals()[_TOTAL]

@@ -7,6 +7,8 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 from stream.backpressure import BufferAccount
@@ -24,6 +26,8 @@ COMMIT_INTERVAL_S = 1.0
 DRAIN_POLL_S = 0.01
 # How much longer than the grace period the consumer thread waits for a rebalance's handling.
 REBALANCE_MARGIN_S = 5.0
+_TIMESTAMP_MS = attrgetter("timestamp_ms")
+_SIZE = attrgetter("size")
 
 
 class Committer(Protocol):
@@ -158,27 +162,21 @@ class Settlement:
     # --- the dispatcher's Outcomes -------------------------------------------------------------
 
     def delivered(
-        self, ad_account_id: str, event: PinterestEvent, tokens: tuple[SourceRecord, ...]
+        self,
+        ad_account_id: str,
+        events: Sequence[PinterestEvent],
+        tokens: Sequence[tuple[SourceRecord, ...]],
     ) -> None:
-        now = time.time()
-        event_delivered = self._metrics.event_delivered
-        settle = self.tracker.settle
-        size = 0
-        for record in tokens:
-            event_delivered(
-                ad_account_id,
-                event.event_name,
-                event.action_source,
-                event.signals,
-                event.event_time,
-                record.timestamp_ms,
-                now,
-            )
-            # _settle inlined and the buffer released once: this runs for every delivered event.
-            settle(record.topic, record.partition, record.epoch, record.offset)
-            size += record.size
-        self._delivered += len(tokens)
-        self._buffer.release(size, len(tokens))
+        # Once per answer, not per event: this is where every delivered message ends.
+        records = list(chain.from_iterable(tokens))
+        self.tracker.settle_all(records)
+        if len(records) != len(events):  # an event consumed more than once counts per copy
+            events = [event for event, copies in zip(events, tokens, strict=True) for _ in copies]
+        self._metrics.events_delivered(
+            ad_account_id, events, map(_TIMESTAMP_MS, records), time.time()
+        )
+        self._delivered += len(records)
+        self._buffer.release(sum(map(_SIZE, records)), len(records))
 
     def failed(
         self, event: PinterestEvent, tokens: tuple[SourceRecord, ...], failure: Failure

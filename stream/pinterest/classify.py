@@ -96,6 +96,18 @@ class EventOutcome:
 # Immutable, so every processed event of every response can share one (no per-event object).
 PROCESSED = EventOutcome(True)
 
+# A processed event's item without a note: Pinterest sends the messages as "", null or not at all
+# (pinterest-capi-notes §13); the first is what it and the sandbox send today.
+_NO_ERROR: tuple[dict[str, str | None], ...] = ({"error_message": ""}, {"error_message": None}, {})
+_NO_WARNING: tuple[dict[str, str | None], ...] = (
+    {"warning_message": ""},
+    {"warning_message": None},
+    {},
+)
+_CLEAN_ITEMS = tuple(
+    {"status": "processed", **error, **warning} for error in _NO_ERROR for warning in _NO_WARNING
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Classification:
@@ -216,19 +228,24 @@ def _outcomes(payload: Any, sent: int) -> tuple[EventOutcome, ...] | None:
     events = payload.get("events")
     if not isinstance(events, list) or len(events) != sent:
         return None
-    outcomes = []
+    # The usual answer, every event processed without a note, is recognised by C-level counting:
+    # no Python per event (benchmarks/bench_bookkeeping.py, classify).
+    if sent and events[0] in _CLEAN_ITEMS and events.count(events[0]) == sent:
+        return (PROCESSED,) * sent
+    outcomes: list[EventOutcome] = []
+    append = outcomes.append
     for item in events:
-        if not isinstance(item, dict) or item.get("status") not in ("processed", "failed"):
+        if type(item) is not dict:
             return None
-        if item["status"] == "processed":
+        status = item.get("status")
+        if status == "processed":
             note = item.get("warning_message")
-            if isinstance(note, str) and note:
-                outcomes.append(_warned_outcome(note))
-            else:
-                outcomes.append(PROCESSED)
-        else:
+            append(_warned_outcome(note) if note and type(note) is str else PROCESSED)
+        elif status == "failed":
             text = item.get("error_message")
-            outcomes.append(EventOutcome(False, _clip(text) if text else "failed"))
+            append(EventOutcome(False, _clip(text) if text else "failed"))
+        else:
+            return None
     return tuple(outcomes)
 
 

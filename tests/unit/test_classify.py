@@ -288,3 +288,22 @@ def test_a_processed_event_without_a_warning_shares_the_one_outcome(note: object
     assert warned.processed
     assert warned.warnings == ("click_id_missing",)
     assert warned.message == "click_id is missing"
+
+
+def test_every_form_of_a_clean_processed_item_is_processed_without_a_note() -> None:
+    items = [
+        {"status": "processed", **error, **warning}
+        for error in ({"error_message": ""}, {"error_message": None}, {})
+        for warning in ({"warning_message": ""}, {"warning_message": None}, {})
+    ]
+    answer = ApiResponse(200, orjson.dumps({"events": items}))
+    assert classify(answer, len(items), NOW).outcomes == (PROCESSED,) * len(items)
+
+
+def test_one_failed_event_among_clean_ones_keeps_its_own_outcome() -> None:
+    clean = {"status": "processed", "error_message": "", "warning_message": ""}
+    failed = {"status": "failed", "error_message": "bad event_time", "warning_message": ""}
+    answer = ApiResponse(200, orjson.dumps({"events": [clean, clean, failed, clean]}))
+    outcomes = classify(answer, 4, NOW).outcomes
+    assert [outcome.processed for outcome in outcomes] == [True, True, False, True]
+    assert outcomes[2].message == "bad event_time"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import orjson
 import pytest
@@ -57,8 +57,15 @@ class Recorder:
         self.delivered: list[str] = []
         self.failed: dict[str, Failure] = {}
 
-    def delivered_(self, account: str, event: PinterestEvent, tokens: tuple[str, ...]) -> None:
-        self.delivered.extend(tokens)
+    def delivered_(
+        self,
+        account: str,
+        events: Sequence[PinterestEvent],
+        tokens: Sequence[tuple[str, ...]],
+    ) -> None:
+        assert len(events) == len(tokens)
+        for copies in tokens:
+            self.delivered.extend(copies)
 
     def failed_(self, event: PinterestEvent, tokens: tuple[str, ...], failure: Failure) -> None:
         for token in tokens:

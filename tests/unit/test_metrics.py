@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.dlq.contract import DEAD_LETTER_REASONS
 from stream.metrics import OUTCOMES, Metrics
-from stream.models import Signal
+from stream.models import PinterestEvent, Signal
 from stream.retry import RETRY_LABELS
 
 NOW = 1_800_000_000.0
@@ -23,6 +23,20 @@ RETRY_LABEL_VALUES = (
     "connection_error",
     "dead_letter_unacked",
 )
+
+
+def deliver(
+    metrics: Metrics,
+    account: str,
+    event_name: str,
+    action_source: str,
+    signals: Signal,
+    event_time: int,
+    kafka_timestamp_ms: int | None,
+) -> None:
+    """One delivered event, as an answer of one event settles it."""
+    event = PinterestEvent("e", event_name, action_source, event_time, None, b"{}", signals)
+    metrics.events_delivered(account, [event], [kafka_timestamp_ms], NOW)
 
 
 class FakeClock:
@@ -87,9 +101,7 @@ def test_delivered_event_counts_latency_and_signals(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
     kafka_ms = int((NOW - 2.0) * 1000)
-    metrics.event_delivered(
-        "1", "checkout", "web", Signal.IP_AND_USER_AGENT, int(NOW) - 10, kafka_ms
-    )
+    deliver(metrics, "1", "checkout", "web", Signal.IP_AND_USER_AGENT, int(NOW) - 10, kafka_ms)
     labels = {"event_name": "checkout", "action_source": "web"}
     assert value(registry, "capi_stream_events_total", outcome="delivered", **labels) == 1
     assert value(registry, "capi_stream_delivery_latency_seconds_sum") == pytest.approx(2.0)
@@ -100,12 +112,44 @@ def test_delivered_event_counts_latency_and_signals(
     assert value(registry, "capi_stream_identifier_coverage_ratio", signal="ip_and_user_agent") == 1
 
 
+def test_an_answer_settles_in_one_call_as_its_events_would_one_by_one() -> None:
+    shapes = [
+        ("checkout", "web", Signal.EMAIL, int(NOW) - 7200, int((NOW - 0.2) * 1000)),
+        ("checkout", "web", Signal.EMAIL, int(NOW) - 10, int((NOW - 3.0) * 1000)),
+        ("page_visit", "web", Signal.NONE, int(NOW) - 3601, None),
+        ("lead", "offline", Signal.HASHED_MAIDS, int(NOW), int((NOW + 5.0) * 1000)),
+        ("checkout", "web", Signal.EMAIL, int(NOW), int((NOW - 40.0) * 1000)),
+    ]
+    one_by_one, at_once = CollectorRegistry(), CollectorRegistry()
+    single = Metrics(one_by_one, clock=lambda: NOW)
+    for name, source, signals, event_time, kafka_ms in shapes:
+        deliver(single, "1", name, source, signals, event_time, kafka_ms)
+    events = [PinterestEvent("e", n, a, t, None, b"{}", s) for n, a, s, t, _ in shapes]
+    Metrics(at_once, clock=lambda: NOW).events_delivered(
+        "1", events, [kafka_ms for *_, kafka_ms in shapes], NOW
+    )
+    exposition = generate_latest(at_once)
+    assert exposition == generate_latest(one_by_one)
+    assert value(at_once, "capi_stream_late_events_total") == 2
+    assert value(at_once, "capi_stream_delivery_latency_seconds_count") == 4
+    assert (
+        value(
+            at_once,
+            "capi_stream_events_total",
+            outcome="delivered",
+            event_name="checkout",
+            action_source="web",
+        )
+        == 3
+    )
+
+
 def test_delivery_more_than_an_hour_late_is_counted(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
-    metrics.event_delivered("1", "page_visit", "web", Signal.NONE, int(NOW) - 3599, None)
+    deliver(metrics, "1", "page_visit", "web", Signal.NONE, int(NOW) - 3599, None)
     assert value(registry, "capi_stream_late_events_total") == 0
-    metrics.event_delivered("1", "page_visit", "web", Signal.NONE, int(NOW) - 3601, None)
+    deliver(metrics, "1", "page_visit", "web", Signal.NONE, int(NOW) - 3601, None)
     assert value(registry, "capi_stream_late_events_total") == 1
     # Without a Kafka timestamp there is no latency to observe.
     assert value(registry, "capi_stream_delivery_latency_seconds_count") == 0
@@ -322,8 +366,8 @@ def test_resilience_gauges_follow_delivered_events(
 ) -> None:
     full = Signal.IP_AND_USER_AGENT | Signal.EMAIL | Signal.EXTERNAL_ID
     for _ in range(9):
-        metrics.event_delivered("1", "checkout", "web", full, int(NOW), None)
-    metrics.event_delivered("1", "page_visit", "web", Signal.CLICK_ID, int(NOW), None)
+        deliver(metrics, "1", "checkout", "web", full, int(NOW), None)
+    deliver(metrics, "1", "page_visit", "web", Signal.CLICK_ID, int(NOW), None)
     assert value(registry, "capi_stream_resilience_good") == 1
     assert value(
         registry, "capi_stream_identifier_coverage_ratio", signal="ip_and_user_agent"
@@ -331,7 +375,7 @@ def test_resilience_gauges_follow_delivered_events(
     assert value(registry, "capi_stream_signal_share_ratio", signal="click_id") == pytest.approx(
         0.1
     )
-    metrics.event_delivered("1", "page_visit", "web", Signal.NONE, int(NOW), None)
+    deliver(metrics, "1", "page_visit", "web", Signal.NONE, int(NOW), None)
     assert value(registry, "capi_stream_resilience_good") == 0
 
 
@@ -359,7 +403,7 @@ def test_histogram_buckets_are_cumulative_and_inclusive(
 def test_exposition_parses_as_prometheus_text(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
-    metrics.event_delivered("1", "checkout", "web", Signal.EMAIL, int(NOW), int(NOW * 1000))
+    deliver(metrics, "1", "checkout", "web", Signal.EMAIL, int(NOW), int(NOW * 1000))
     metrics.batch_sent([int(NOW)])
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
@@ -374,10 +418,10 @@ def test_resilience_counters_per_ad_account_and_action_source(
 ) -> None:
     web_full = Signal.IP_AND_USER_AGENT | Signal.EXTERNAL_ID | Signal.EMAIL
     for _ in range(3):
-        metrics.event_delivered("1", "checkout", "web", web_full, int(NOW), None)
-    metrics.event_delivered("1", "page_visit", "web", Signal.IP_AND_USER_AGENT, int(NOW), None)
-    metrics.event_delivered("2", "checkout", "offline", Signal.HASHED_MAIDS, int(NOW), None)
-    metrics.event_delivered("2", "lead", "offline", Signal.NONE, int(NOW), None)
+        deliver(metrics, "1", "checkout", "web", web_full, int(NOW), None)
+    deliver(metrics, "1", "page_visit", "web", Signal.IP_AND_USER_AGENT, int(NOW), None)
+    deliver(metrics, "2", "checkout", "offline", Signal.HASHED_MAIDS, int(NOW), None)
+    deliver(metrics, "2", "lead", "offline", Signal.NONE, int(NOW), None)
 
     def counted(account: str, action_source: str, signal: str) -> float:
         return value(

@@ -69,10 +69,11 @@ class Harness:
         self.dead_letters = FakeDeadLetters()
         self.buffer = BufferAccount(max_events=1000, max_bytes=10**9, resume_ratio=0.5)
         self.flushed = asyncio.Event()
+        self.registry = CollectorRegistry()
         self.settlement = Settlement(
             self.source,
             self.dead_letters,
-            Metrics(CollectorRegistry()),
+            Metrics(self.registry),
             self.buffer,
             self.flushed.set,
             grace_period_s,
@@ -90,8 +91,7 @@ class Harness:
         return tickets
 
     def deliver(self, *tickets: SourceRecord) -> None:
-        for ticket in tickets:
-            self.settlement.delivered("1", EVENT, (ticket,))
+        self.settlement.delivered("1", [EVENT] * len(tickets), [(ticket,) for ticket in tickets])
 
     # The rebalance callbacks block the consumer thread while the loop does the work.
 
@@ -145,10 +145,16 @@ async def test_out_of_order_settlement_commits_only_the_contiguous_settled_prefi
 async def test_copies_of_one_event_settle_together(harness: Harness) -> None:
     await harness.assign(TP)
     t = harness.consume(TP, 0, 1, 2)
-    harness.settlement.delivered("1", EVENT, (t[2], t[0]))
+    harness.settlement.delivered("1", [EVENT], [(t[2], t[0])])
     await harness.settlement.commit()
     assert harness.source.committed == {TP: 1}
     assert harness.buffer.events == 1
+    # Each consumed copy counts as a delivered message.
+    labels = {"event_name": EVENT.event_name, "action_source": EVENT.action_source}
+    delivered = harness.registry.get_sample_value(
+        "capi_stream_events_total", {**labels, "outcome": "delivered"}
+    )
+    assert delivered == 2
 
 
 async def test_a_dead_letter_settles_only_once_the_broker_acknowledges_it(
