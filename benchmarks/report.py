@@ -237,8 +237,10 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
             )
         lines += [
             "",
-            "Floor: decode → map → hash → validate → batch-encode of the same generated messages "
-            "in one process (CPU time; hash memo warm as in the forwarder). End-to-end: the "
+            "Floor: decode → map → hash → validate → batch-encode of the topic's own N messages "
+            "in one process (CPU time), by a fresh Transformer per pass, so its hash memo starts "
+            "cold as the forwarder's does; measured right after each end-to-end run and its "
+            "ceiling, so both sides of a ratio share the machine's state. End-to-end: the "
             "pre-produced topic drained by one `capi-stream run` until every offset is "
             "committed, timed from its first consumed message (offsets are committed every "
             "second, so the end is late by up to 1 s). Delivery latency (forwarder histogram, "

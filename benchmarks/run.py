@@ -5,9 +5,10 @@
     .venv/bin/python benchmarks/run.py --events 1000000     # the full N (≈1 h here)
     .venv/bin/python benchmarks/run.py --only floor,end_to_end
 
-Scenarios: floor (in-process, one core), bookkeeping (in-process: µs per event of each
+Scenarios: floor (in-process, one core, a fresh Transformer per pass over the topic's N messages;
+with end_to_end it is measured between its runs), bookkeeping (in-process: µs per event of each
 bookkeeping stage, benchmarks/bench_bookkeeping.py), end_to_end (per input mix, one forwarder;
-each run followed by the consume + transform ceiling on the same topic), latency
+each run followed by the consume + transform ceiling and the floor on the same messages), latency
 (sandbox latency 100/300 ms), steady (fixed rate at ~50 % of the measured maximum), scale_out
 (2 forwarders in one group), identity (enrichment's uplift and cost, RSS and disk with 1,000,000
 identities: benchmarks/bench_identity.py in its own process). Figures are medians of `--runs`
@@ -43,8 +44,8 @@ PARTITIONS = 6
 def _command(args: argparse.Namespace, only: str) -> str:
     parts = [".venv/bin/python", "benchmarks/run.py", "--only", only]
     parts += ["--events", str(args.events), "--runs", str(args.runs)]
-    if only in ("floor", "bookkeeping"):
-        parts += ["--floor-events", str(args.floor_events)]
+    if only == "bookkeeping":
+        parts += ["--sample-events", str(args.sample_events)]
     if only == "steady":
         parts += ["--steady-seconds", str(args.steady_seconds)]
     return shlex.join(parts)
@@ -76,7 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, help="events per forwarder run (200,000)")
     parser.add_argument("--runs", type=int, help="runs per figure, median reported (3)")
-    parser.add_argument("--floor-events", type=int, help="messages per mix for the floor (20,000)")
+    parser.add_argument(
+        "--sample-events",
+        type=int,
+        help="messages per mix for bookkeeping (20,000; identity takes 5x)",
+    )
     parser.add_argument("--steady-seconds", type=float, help="steady-state duration (60)")
     parser.add_argument("--steady-rate", type=float, help="events/s (default: 50 %% of measured)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
@@ -90,7 +95,7 @@ def main() -> None:
     # --quick changes the defaults only: explicit values still win.
     defaults = (1, 50_000, 20.0, 5_000) if args.quick else (3, 200_000, 60.0, 20_000)
     for name, default in zip(
-        ("runs", "events", "steady_seconds", "floor_events"), defaults, strict=True
+        ("runs", "events", "steady_seconds", "sample_events"), defaults, strict=True
     ):
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -113,11 +118,11 @@ def main() -> None:
         "load_at_start": load(),
     }
 
-    if "floor" in selected:
-        print(f"floor: {args.floor_events:,} messages per mix, {args.runs} passes", flush=True)
+    if "floor" in selected and "end_to_end" not in selected:
+        print(f"floor: {args.events:,} messages per mix, {args.runs} passes", flush=True)
         results["floor"] = {
             "command": _command(args, "floor"),
-            "mixes": floor.measure(MIXES, args.floor_events, max(3, args.runs)),
+            "mixes": floor.measure(MIXES, args.events, max(3, args.runs)),
         }
         for mix, figures in results["floor"]["mixes"].items():
             print(f"  {mix}: {figures['events_per_cpu_s']:,.0f} events/CPU-s", flush=True)
@@ -126,11 +131,11 @@ def main() -> None:
         results["identity"] = _identity(args)
 
     if "bookkeeping" in selected:
-        print(f"bookkeeping: {args.floor_events:,} messages per mix", flush=True)
+        print(f"bookkeeping: {args.sample_events:,} messages per mix", flush=True)
         results["bookkeeping"] = {
             "command": _command(args, "bookkeeping"),
             "mixes": {
-                mix: bench_bookkeeping.measure(mix, args.floor_events, max(5, args.runs))
+                mix: bench_bookkeeping.measure(mix, args.sample_events, max(5, args.runs))
                 for mix in MIXES
             },
         }
@@ -169,13 +174,13 @@ def _identity(args: argparse.Namespace) -> dict[str, Any]:
         sys.executable,
         "benchmarks/bench_identity.py",
         "--events",
-        str(args.floor_events * 5),
+        str(args.sample_events * 5),
         "--identities",
         str(identities),
         "--runs",
         str(max(3, args.runs)),
     ]
-    print(f"identity: {args.floor_events * 5:,} messages, {identities:,} identities", flush=True)
+    print(f"identity: {args.sample_events * 5:,} messages, {identities:,} identities", flush=True)
     completed = subprocess.run(command, capture_output=True, check=True, cwd=REPO_ROOT, text=True)
     figures: dict[str, Any] = json.loads(completed.stdout)
     figures["command"] = shlex.join([".venv/bin/python", *command[1:]])
@@ -197,6 +202,12 @@ def _forwarder_scenarios(
     if "end_to_end" in selected:
         runs: dict[str, list[dict[str, Any]]] = {mix: [] for mix in MIXES}
         ceilings: dict[str, list[dict[str, Any]]] = {mix: [] for mix in MIXES}
+        # The floor is measured between the runs, on the topic's own messages: a ratio of two
+        # figures taken minutes apart on shared cores would measure the machine's drift too.
+        floor_inputs = {mix: floor.inputs(mix, args.events) for mix in MIXES}
+        floors: dict[str, list[float]] = {mix: [] for mix in MIXES}
+        for mix in MIXES:
+            floor.warm_up(floor_inputs[mix])
         for run in range(args.runs):
             for mix in MIXES:  # interleaved, so a burst of outside load hits every mix alike
                 figures = scenarios.forward(kafka, topics[mix])
@@ -215,6 +226,8 @@ def _forwarder_scenarios(
                     f"{bare['empty_polls']} empty polls",
                     flush=True,
                 )
+                floors[mix].append(floor.one_pass(floor_inputs[mix]))
+                print(f"floor {mix} run {run + 1}: {floors[mix][-1]:,.0f} events/CPU-s", flush=True)
         results["end_to_end"] = {
             "command": _command(args, "end_to_end"),
             "mixes": {mix: _summary(r, E2E_KEYS) for mix, r in runs.items()},
@@ -222,6 +235,11 @@ def _forwarder_scenarios(
         results["ceiling"] = {
             "command": _command(args, "end_to_end"),
             "mixes": {mix: _summary(r, CEILING_KEYS) for mix, r in ceilings.items()},
+        }
+        results["floor"] = {
+            "command": _command(args, "end_to_end"),
+            "interleaved": True,
+            "mixes": {mix: floor.summary(floors[mix], floor_inputs[mix]) for mix in MIXES},
         }
 
     if "latency" in selected:
