@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from stream.models import SourceRecord
 
@@ -66,18 +66,9 @@ class OffsetTracker:
 
     def track_all(self, records: Sequence[SourceRecord]) -> list[int | None]:
         """`track` for each record of a poll, in order: the epochs, None where not to process."""
-        partitions = self._partitions
         epochs: list[int | None] = []
         append = epochs.append
-        # A poll returns runs of one partition: look its state up once per run, not per record.
-        topic: str | None = None
-        partition = -1
-        state: _Partition | None = None
-        for record in records:
-            if record.partition != partition or record.topic != topic:
-                topic = record.topic
-                partition = record.partition
-                state = partitions.get((topic, partition))
+        for record, state in self._with_states(records):
             offset = record.offset
             if state is None or offset <= state.last_tracked:
                 # Unassigned, or a re-fetch (seek, resume) repeating offsets already in flight:
@@ -94,16 +85,7 @@ class OffsetTracker:
 
     def settle_all(self, records: Iterable[SourceRecord]) -> None:
         """Marks each record's offset done; records of an older assignment (epoch) are ignored."""
-        partitions = self._partitions
-        # An answer's records come in runs of one partition: look its state up once per run.
-        topic: str | None = None
-        partition = -1
-        state: _Partition | None = None
-        for record in records:
-            if record.partition != partition or record.topic != topic:
-                topic = record.topic
-                partition = record.partition
-                state = partitions.get((topic, partition))
+        for record, state in self._with_states(records):
             if state is None or state.epoch != record.epoch:
                 continue
             offset = record.offset
@@ -121,6 +103,22 @@ class OffsetTracker:
                 settled.discard(head)
                 position = head + 1
             state.position = position
+
+    def _with_states(
+        self, records: Iterable[SourceRecord]
+    ) -> Iterator[tuple[SourceRecord, _Partition | None]]:
+        """Each record with its partition's state, None if unassigned. Polls and answers come in
+        runs of one partition: the state is looked up once per run, not per record."""
+        partitions = self._partitions
+        topic: str | None = None
+        partition = -1
+        state: _Partition | None = None
+        for record in records:
+            if record.partition != partition or record.topic != topic:
+                topic = record.topic
+                partition = record.partition
+                state = partitions.get((topic, partition))
+            yield record, state
 
     def commit_positions(self) -> dict[TopicPartitionKey, int]:
         """Committable positions (last settled contiguous offset + 1) that changed since commit."""
