@@ -41,9 +41,6 @@ from stream.models import SourceRecord
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.01
-# With nothing in flight, poll() only serves client errors: a produce wakes the poller at once,
-# so an idle poller need not take the GIL from the consumer thread 100 times a second.
-IDLE_POLL_INTERVAL_S = 1.0
 RETRY_DELAY_S = 1.0
 # Used when the topic's max.message.bytes cannot be read: below a broker's default (1,048,588),
 # so a dead letter sized for it fits a topic left at the defaults.
@@ -86,10 +83,6 @@ class KafkaProducer(Protocol):
     def poll(self, timeout: float) -> int: ...
 
     def flush(self, timeout: float) -> int: ...
-
-    def __len__(self) -> int:
-        """Messages not yet acknowledged, and acknowledgements not yet served by poll()."""
-        ...
 
     def set_sasl_credentials(self, username: str, password: str) -> None: ...
 
@@ -210,7 +203,6 @@ class DeadLetterProducer:
         retry_delay_s: float = RETRY_DELAY_S,
         read_limit: ReadLimit = topic_max_message_bytes,
         reread_password: Callable[[], str | None] | None = None,
-        idle_poll_interval_s: float = IDLE_POLL_INTERVAL_S,
     ) -> None:
         """`reread_password` reads kafka.sasl_password_file again when Kafka refuses the
         credentials (a rotated Secret)."""
@@ -223,8 +215,6 @@ class DeadLetterProducer:
         self._read_limit = read_limit
         self._producer: KafkaProducer | None = None
         self._poller: asyncio.Task[None] | None = None
-        self._idle_poll_interval_s = idle_poll_interval_s
-        self._produced = asyncio.Event()
         self.limit = DEFAULT_TOPIC_LIMIT - SIZE_MARGIN
         self.healthy = True
         self.unacked = 0
@@ -318,7 +308,6 @@ class DeadLetterProducer:
                 headers=letter.headers,
                 on_delivery=partial(self._delivered, letter),
             )
-            self._produced.set()
         except BufferError:
             # The local queue is full: let the poller drain it, then try again. Not a retry of
             # the dead letter (nothing refused it), so not counted as one.
@@ -402,14 +391,4 @@ class DeadLetterProducer:
                 self._storms.error(
                     "poll", "dead-letter delivery callback failed: %s", error_name(exc)
                 )
-            if len(producer):
-                await asyncio.sleep(POLL_INTERVAL_S)
-            else:
-                self._produced.clear()
-                wake = asyncio.get_running_loop().call_later(
-                    self._idle_poll_interval_s, self._produced.set
-                )
-                try:
-                    await self._produced.wait()
-                finally:
-                    wake.cancel()
+            await asyncio.sleep(POLL_INTERVAL_S)

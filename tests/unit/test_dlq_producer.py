@@ -107,8 +107,6 @@ class FakeProducer:
         self.attempts = 0
         self.polls = 0
         self.poll_failures: list[Exception] = []
-        # What len() of a confluent_kafka Producer says: messages not yet acknowledged.
-        self.outstanding = 0
         self.flushed = False
 
     def produce(
@@ -129,10 +127,6 @@ class FakeProducer:
         if self.max_bytes is not None and serialized_size(key, value, headers) > self.max_bytes:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         self.produced.append(Produced(topic, value, key, headers, on_delivery))
-        self.outstanding += 1
-
-    def __len__(self) -> int:
-        return self.outstanding
 
     def poll(self, timeout: float) -> int:
         self.polls += 1
@@ -169,10 +163,7 @@ async def refuse_the_last(fake: FakeProducer, code: int = KafkaError._MSG_TIMED_
 
 
 async def started(
-    fake: FakeProducer,
-    registry: CollectorRegistry,
-    topic_limit: int = 1_048_588,
-    idle_poll_interval_s: float = 3600.0,
+    fake: FakeProducer, registry: CollectorRegistry, topic_limit: int = 1_048_588
 ) -> DeadLetterProducer:
     configs: list[dict[str, str]] = []
 
@@ -188,7 +179,6 @@ async def started(
         connect=connect,
         retry_delay_s=0,
         read_limit=lambda _config, _topic, _timeout: topic_limit,
-        idle_poll_interval_s=idle_poll_interval_s,
     )
     await producer.start()
     limit = max(4096, topic_limit - 512)
@@ -379,21 +369,10 @@ async def test_the_poller_outlives_a_failing_delivery_callback(
 ) -> None:
     registry = CollectorRegistry()
     fake = FakeProducer()
-    fake.outstanding = 1  # a dead letter in flight: polled until acknowledged
     fake.poll_failures = [RuntimeError("callback failed")]
     producer = await started(fake, registry)
     await until(lambda: fake.polls >= 3)
     assert "dead-letter delivery callback failed: RuntimeError" in caplog.text
-    await producer.close()
-
-
-async def test_a_dead_letter_wakes_the_idle_poller() -> None:
-    fake = FakeProducer()
-    # Idle for an hour between polls: only the produce can bring the next one.
-    producer = await started(fake, CollectorRegistry(), idle_poll_interval_s=3600.0)
-    await until(lambda: fake.polls == 1)
-    producer.send(RECORD, "decode_error", "not JSON", lambda: None)
-    await until(lambda: fake.polls >= 3)
     await producer.close()
 
 

@@ -128,8 +128,13 @@ def test_an_answer_settles_in_one_call_as_its_events_would_one_by_one() -> None:
     Metrics(at_once, clock=lambda: NOW).events_delivered(
         "1", events, [kafka_ms for *_, kafka_ms in shapes], NOW
     )
-    exposition = generate_latest(at_once)
-    assert exposition == generate_latest(one_by_one)
+
+    def ours(registry: CollectorRegistry) -> list[bytes]:
+        # The process and platform collectors' figures change between two scrapes.
+        return [line for line in generate_latest(registry).splitlines() if b"capi_stream_" in line]
+
+    assert ours(at_once) == ours(one_by_one)
+    assert len(ours(at_once)) > 100
     assert value(at_once, "capi_stream_late_events_total") == 2
     assert value(at_once, "capi_stream_delivery_latency_seconds_count") == 4
     assert (
