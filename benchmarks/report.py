@@ -29,9 +29,6 @@ NOTES = (
     "before it took an answer at a time. The gap to the floor is that per-message Python "
     "spread over a dozen places, fixed per message, so it weighs most on the cheapest (page) "
     "messages.",
-    "- **Noise**: this machine's speed drifts by up to 1.5x within minutes (floor passes of one "
-    "run: page 102k-123k events/CPU-s); the floor is therefore measured between the end-to-end "
-    "runs on their own messages, and ratios are those of the medians.",
     "- **The 60,000 events/s goal** was set on a core that ran the bare map+hash reference of "
     "`benchmarks/bench_transform.py` at ~90,000 events/s; during these runs it measured "
     "~49,000 (the machine was ~1.8x slower, and loaded by other work). Wall-clock figures are "
@@ -48,6 +45,24 @@ NOTES = (
     "- **Scale-out**: the second process takes CPU from the same 2 cores that already run the "
     "first forwarder, the broker and the sandbox, so it cannot add throughput here.",
 )
+
+
+def _noise_note(results: dict[str, Any]) -> list[str]:
+    """The spread of the floor's passes in this run: how much the machine's speed moved."""
+    floors = results.get("floor", {}).get("mixes", {})
+    spreads = [
+        f"{mix} {_n(min(figures['runs']))}-{_n(max(figures['runs']))}"
+        for mix, figures in sorted(floors.items())
+        if len(figures.get("runs", [])) > 1
+    ]
+    if not spreads:
+        return []
+    return [
+        "- **Noise**: the same in-process pass over the same messages gave, in this run, "
+        f"{'; '.join(spreads)} events/CPU-s: this machine's speed drifts that much within "
+        "minutes. The floor is therefore measured between the end-to-end runs, on their own "
+        "messages, and each ratio is one of medians."
+    ]
 
 
 def _mixes(results: dict[str, Any]) -> dict[str, Any]:
@@ -330,7 +345,7 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
                 f"{'' if verdict['met'] else _n(verdict['off_by_pct']) + ' %'} |"
             )
         lines.append("")
-    lines += ["## What limits the figures", "", *NOTES, ""]
+    lines += ["## What limits the figures", "", *NOTES, *_noise_note(results), ""]
     return "\n".join(lines)
 
 
