@@ -277,19 +277,13 @@ class Metrics:
         """
         if now is None:
             now = self._clock()
-        histogram = self._latency
-        counts = histogram.counts
-        bounds = histogram.bounds
-        total = 0.0
-        for timestamp_ms in kafka_timestamps_ms:
-            if timestamp_ms is not None:
-                latency = now - timestamp_ms / 1000.0
-                if latency < 0.0:
-                    latency = 0.0
-                # bisect_left: a value equal to a bound is in that bound's bucket (`le`).
-                counts[bisect_left(bounds, latency)] += 1
-                total += latency
-        histogram.sum += total
+        self._latency.observe_all(
+            [
+                latency if (latency := now - timestamp_ms / 1000.0) > 0.0 else 0.0
+                for timestamp_ms in kafka_timestamps_ms
+                if timestamp_ms is not None
+            ]
+        )
         late_before = now - LATE_AFTER_S
         late = 0
         for event_time in map(_EVENT_TIME, events):
