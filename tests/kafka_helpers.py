@@ -30,6 +30,11 @@ COORDINATOR_NOT_READY = frozenset(
 )
 
 
+def headers_of(message: object) -> dict[str, str]:
+    """A consumed message's headers as text (a header without a value reads as "")."""
+    return {k: (v or b"").decode() for k, v in message.headers() or []}  # type: ignore[attr-defined]
+
+
 def read_bootstrap(env_file: Path) -> str | None:
     if not env_file.exists():
         return None

@@ -34,10 +34,6 @@ def all_committed(kafka: Broker, group: str, topic: str) -> bool:
     return kafka.committed_offsets(group, topic) == kafka.end_offsets(topic)
 
 
-def headers_of(message: object) -> dict[str, str]:
-    return {k: v.decode() for k, v in (message.headers() or [])}  # type: ignore[attr-defined]
-
-
 def valid_keys(messages: Iterable[GeneratedMessage]) -> set[EventKey]:
     """(event_id, event_name) of every message the forwarder should deliver."""
     return {(m.event_id, m.event_name) for m in messages if m.kind == "valid"}

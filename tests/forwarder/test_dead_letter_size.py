@@ -15,11 +15,10 @@ from tests.forwarder.harness import running_forwarder, wait_until
 from tests.forwarder.scenario import (
     Scenario,
     assert_delivered_exactly_once,
-    headers_of,
     new_group,
     produce,
 )
-from tests.kafka_helpers import Broker
+from tests.kafka_helpers import Broker, headers_of
 from tests.sandbox_helpers import SandboxProcess
 from traffic.generator import ClickstreamGenerator
 

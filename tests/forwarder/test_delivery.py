@@ -13,12 +13,11 @@ from tests.forwarder.scenario import (
     all_committed,
     assert_delivered_exactly_once,
     delivered_keys,
-    headers_of,
     new_group,
     produce,
     scenario,
 )
-from tests.kafka_helpers import Broker
+from tests.kafka_helpers import Broker, headers_of
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
 from traffic.generator import ClickstreamGenerator
 

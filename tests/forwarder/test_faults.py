@@ -14,8 +14,8 @@ from confluent_kafka.admin import (
 )
 
 from tests.forwarder.harness import running_forwarder, wait_until
-from tests.forwarder.scenario import delivered_keys, headers_of, scenario
-from tests.kafka_helpers import Broker
+from tests.forwarder.scenario import delivered_keys, scenario
+from tests.kafka_helpers import Broker, headers_of
 from tests.sandbox_helpers import SandboxProcess
 
 

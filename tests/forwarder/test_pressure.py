@@ -12,13 +12,12 @@ from tests.forwarder.harness import forwarder_config, running_forwarder, wait_un
 from tests.forwarder.scenario import (
     all_committed,
     delivered_keys,
-    headers_of,
     new_group,
     produce,
     scenario,
     valid_keys,
 )
-from tests.kafka_helpers import Broker
+from tests.kafka_helpers import Broker, headers_of
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
 from traffic.generator import ClickstreamGenerator
 

@@ -13,12 +13,11 @@ from tests.forwarder.harness import running_forwarder, wait_until
 from tests.forwarder.scenario import (
     Scenario,
     delivered_keys,
-    headers_of,
     new_group,
     produce,
     scenario,
 )
-from tests.kafka_helpers import Broker
+from tests.kafka_helpers import Broker, headers_of
 from tests.sandbox_helpers import SandboxProcess
 from traffic.generator import ClickstreamGenerator
 

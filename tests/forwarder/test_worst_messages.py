@@ -19,8 +19,8 @@ from confluent_kafka.admin import NewTopic
 
 from benchmarks.bench_worst_message import worst_messages
 from tests.forwarder.harness import Forwarder, forwarder_config, running_forwarder, wait_until
-from tests.forwarder.scenario import all_committed, headers_of, new_group
-from tests.kafka_helpers import Broker
+from tests.forwarder.scenario import all_committed, new_group
+from tests.kafka_helpers import Broker, headers_of
 from tests.sandbox_helpers import SandboxProcess
 
 HEALTHZ_WITHIN_S = 1.0

@@ -9,7 +9,9 @@ import time
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -23,6 +25,7 @@ from stream.models import DeadLetter, PinterestEvent
 from stream.settings import Settings
 from stream.transform import Transformer
 from tests.forwarder.harness import forwarder_config, running_forwarder, wait_until
+from tests.forwarder.scenario import all_committed
 from tests.fuzz.predict import Predictor
 from tests.fuzz.strategies import (
     SOURCE_TOPIC_MAX_BYTES,
@@ -31,7 +34,7 @@ from tests.fuzz.strategies import (
     poison_message,
     unknown_account,
 )
-from tests.kafka_helpers import Broker
+from tests.kafka_helpers import Broker, headers_of
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
 
 SANDBOX_REASONS = {"rejected_by_pinterest", "request_invalid"}
@@ -39,8 +42,25 @@ SANDBOX_REASONS = {"rejected_by_pinterest", "request_invalid"}
 DLQ_MAX_BYTES = 256 * 1024
 
 
-def headers_of(message: object) -> dict[str, str]:
-    return {k: (v or b"").decode() for k, v in message.headers() or []}  # type: ignore[attr-defined]
+def forward_to_the_end(
+    kafka: Broker,
+    config: dict[str, Any],
+    tmp_path: Path,
+    group: str,
+    topics: Iterable[str],
+    timeout_s: float,
+) -> None:
+    """Runs one forwarder until every topic's offsets are committed at their end; it must still
+    be running then (no message stopped it) and stop cleanly."""
+    with running_forwarder(config, tmp_path / uuid.uuid4().hex[:6]) as forwarder:
+        for topic in topics:
+            wait_until(
+                lambda t=topic: all_committed(kafka, group, t),
+                timeout_s,
+                f"offsets of {topic} at the end",
+            )
+        assert forwarder.process.poll() is None, "the forwarder is still running"
+        assert forwarder.terminate() == 0
 
 
 @settings(
@@ -76,15 +96,7 @@ def test_hostile_messages_through_the_running_forwarder(
     # What each message should become, decided by the same transform in this process.
     predicted_settings = Settings(pinterest={"ad_account_id": "1"}, sources=sources)
     predicted = Transformer(predicted_settings, time.time)
-    with running_forwarder(config, tmp_path / uuid.uuid4().hex[:6]) as forwarder:
-        for topic in topics.values():
-            wait_until(
-                lambda t=topic: kafka.committed_offsets(group, t) == kafka.end_offsets(t),
-                120,
-                f"offsets of {topic} at the end",
-            )
-        assert forwarder.process.poll() is None, "the forwarder is still running"
-        assert forwarder.terminate() == 0
+    forward_to_the_end(kafka, config, tmp_path, group, topics.values(), timeout_s=120)
     letters = {
         (h["capi.source.topic"], int(h["capi.source.offset"])): h["capi.error.reason"]
         for h in map(headers_of, kafka.read_all(dlq))
@@ -201,15 +213,7 @@ def test_huge_near_1mib_and_foreign_account_messages_through_the_running_forward
         kafka.bootstrap, sandbox, group_id=group, dead_letter_topic=dlq, sources=sources
     )
     predictor = Predictor(Settings(**config))
-    with running_forwarder(config, tmp_path / uuid.uuid4().hex[:6]) as forwarder:
-        for topic in topics.values():
-            wait_until(
-                lambda t=topic: kafka.committed_offsets(group, t) == kafka.end_offsets(t),
-                300,
-                f"offsets of {topic} at the end",
-            )
-        assert forwarder.process.poll() is None, "the forwarder is still running"
-        assert forwarder.terminate() == 0
+    forward_to_the_end(kafka, config, tmp_path, group, topics.values(), timeout_s=300)
     letters: dict[tuple[str, int], list[tuple[dict[str, str], bytes]]] = {}
     for message in kafka.read_all(dlq, timeout=60):
         headers = headers_of(message)

@@ -13,7 +13,7 @@ from stream.cli import main
 from stream.dlq.reader import Selection, open_consumer, read_range
 from stream.dlq.replay import Progress, Replayer, ReplayOptions, open_producer
 from stream.settings import KafkaSettings
-from tests.kafka_helpers import Broker
+from tests.kafka_helpers import Broker, headers_of
 from tests.operator.conftest import Letter, OperatorSetup, write_letters
 
 NOW = datetime.now(UTC)
@@ -259,10 +259,6 @@ def test_bad_time_is_a_usage_error(
 
 def replayed_by_topic(kafka: Broker, *topics: str) -> dict[str, list[object]]:
     return {topic: kafka.read_all(topic) for topic in topics}
-
-
-def headers_of(message: object) -> dict[str, str]:
-    return {k: v.decode() for k, v in (message.headers() or [])}  # type: ignore[attr-defined]
 
 
 def test_replay_republishes_with_key_and_replay_headers_once(
