@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, get_args
@@ -36,7 +35,7 @@ import confluent_kafka
 import orjson
 from prometheus_client import CollectorRegistry
 
-from stream.app import GC_THRESHOLDS
+from benchmarks.lab import forwarder_gc
 from stream.backpressure import BufferAccount
 from stream.batcher import Batch, Batcher, BatchKey
 from stream.dispatcher import Dispatcher
@@ -293,16 +292,8 @@ def measure(mix: Mix, events: int, rounds: int) -> dict[str, float]:
     }
     for run in runs.values():  # warm-up: caches, metric children, code paths
         run()
-    # As the forwarder runs after start-up (stream.app): survivors frozen, young gen larger.
-    gc.collect()
-    gc.freeze()
-    previous = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
+    with forwarder_gc():
         figures = {name: _best(rounds, run) for name, run in runs.items()}
-    finally:
-        gc.set_threshold(*previous)
-        gc.unfreeze()
     figures["event_loop_total"] = sum(figures[name] for name in LOOP_STAGES)
     return figures
 

@@ -8,7 +8,6 @@ against its per-CPU rate shows whether librdkafka keeps the loop fed (empty poll
 
 from __future__ import annotations
 
-import gc
 import time
 import uuid
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 import psutil
 from confluent_kafka import Consumer
 
-from benchmarks.lab import Topic, cpu_seconds
-from stream.app import GC_THRESHOLDS, POLL_MAX_MESSAGES, POLL_TIMEOUT_S
+from benchmarks.lab import Topic, cpu_seconds, forwarder_gc
+from stream.app import POLL_MAX_MESSAGES, POLL_TIMEOUT_S
 from stream.settings import Settings
 from stream.source import DEFAULT_CONSUMER_CONFIG, _record
 from stream.transform import Transformer
@@ -49,38 +48,32 @@ def measure(kafka: Broker, topic: Topic) -> dict[str, Any]:
     empty_s = 0.0
     began = cpu_before = None
     deadline = time.monotonic() + TIMEOUT_S
-    # As the forwarder runs after start-up (stream.app): survivors frozen, young gen larger.
-    gc.collect()
-    gc.freeze()
-    previous = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLDS)
     try:
-        while remaining > 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the ceiling loop did not drain its topic in time")
-            polled = time.monotonic()
-            messages = consumer.consume(POLL_MAX_MESSAGES, POLL_TIMEOUT_S)
-            if not messages:
-                if began is not None:
-                    empty += 1
-                    empty_s += time.monotonic() - polled
-                continue
-            if began is None:
-                began = polled
-                cpu_before = cpu_seconds(process)
-            for message in messages:
-                if message.error() is not None:
+        with forwarder_gc():
+            while remaining > 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the ceiling loop did not drain its topic in time")
+                polled = time.monotonic()
+                messages = consumer.consume(POLL_MAX_MESSAGES, POLL_TIMEOUT_S)
+                if not messages:
+                    if began is not None:
+                        empty += 1
+                        empty_s += time.monotonic() - polled
                     continue
-                record = _record(message)
-                transform(source, record.value, record.timestamp_ms)
-                remaining -= 1
-        assert began is not None
-        assert cpu_before is not None
-        elapsed = time.monotonic() - began
-        cpu = cpu_seconds(process) - cpu_before
+                if began is None:
+                    began = polled
+                    cpu_before = cpu_seconds(process)
+                for message in messages:
+                    if message.error() is not None:
+                        continue
+                    record = _record(message)
+                    transform(source, record.value, record.timestamp_ms)
+                    remaining -= 1
+            assert began is not None
+            assert cpu_before is not None
+            elapsed = time.monotonic() - began
+            cpu = cpu_seconds(process) - cpu_before
     finally:
-        gc.set_threshold(*previous)
-        gc.unfreeze()
         consumer.close()
     return {
         "events": topic.events,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
-from benchmarks.lab import POISON_RATIO
-from stream.app import GC_THRESHOLDS
+from benchmarks.lab import POISON_RATIO, forwarder_gc
 from stream.batcher import Batcher, BatchKey
 from stream.models import PinterestEvent
 from stream.settings import Settings
@@ -35,7 +32,7 @@ def one_pass(messages: Sequence[bytes]) -> float:
     Fresh, as the forwarder starts: its hash memo sees each user for the first time exactly
     where the forwarder does, not again on a second pass over the same messages.
     """
-    with _tuned_gc():
+    with forwarder_gc():
         return len(messages) / _timed_pass(Settings(), messages)
 
 
@@ -61,20 +58,6 @@ def summary(rates: list[float], messages: Sequence[bytes]) -> dict[str, float]:
         "runs": rates,
         "bytes_per_event": sum(map(len, messages)) / len(messages),
     }
-
-
-@contextmanager
-def _tuned_gc() -> Iterator[None]:
-    # As the forwarder does after start-up (stream.app): survivors frozen, young gen larger.
-    gc.collect()
-    gc.freeze()
-    previous = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*previous)
-        gc.unfreeze()
 
 
 def _timed_pass(settings: Settings, messages: Sequence[bytes]) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import statistics
@@ -24,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from stream.app import GC_THRESHOLDS  # noqa: E402
 from tests.forwarder.harness import Forwarder, forwarder_config, start_forwarder  # noqa: E402
 from tests.kafka_helpers import ENV_FILE, Broker, broker_answers, read_bootstrap  # noqa: E402
 from tests.sandbox_helpers import SandboxProcess, running_sandbox  # noqa: E402
@@ -36,6 +38,21 @@ POISON_RATIO = {"realistic": 0.01, "order_completed": 0.0, "page": 0.0}
 LINGER_MS = 500
 COMMIT_POLL_S = 0.25
 START_POLL_S = 0.05
+
+
+@contextmanager
+def forwarder_gc() -> Iterator[None]:
+    """The garbage collector as the forwarder runs it after start-up (stream.app): survivors
+    frozen, a larger young generation; restored on exit."""
+    gc.collect()
+    gc.freeze()
+    previous = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 def load() -> float:

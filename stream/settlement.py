@@ -156,7 +156,7 @@ class Settlement:
         self._dead_letters.send(record, reason, message, acked, status=status, attempts=attempts)
 
     def _settle(self, record: SourceRecord) -> None:
-        self.tracker.settle(record.topic, record.partition, record.epoch, record.offset)
+        self.tracker.settle_all((record,))
         self._buffer.release(record.size)
 
     # --- the dispatcher's Outcomes -------------------------------------------------------------
