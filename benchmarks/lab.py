@@ -170,6 +170,11 @@ class Progress:
         committed = self._consumer.committed(self._partitions, timeout=10)
         return all(tp.offset >= self._ends[tp.partition] for tp in committed)
 
+    def committed(self) -> int:
+        """Offsets committed over all partitions (the topic's messages start at offset 0)."""
+        committed = self._consumer.committed(self._partitions, timeout=10)
+        return sum(max(tp.offset, 0) for tp in committed)
+
     def close(self) -> None:
         self._consumer.close()
 

@@ -16,6 +16,8 @@ GOAL_FED_RATIO = 0.85
 GOAL_LATENCY_MARGIN_S = 0.1
 GOAL_RSS_MIB = 250
 GOAL_LATENCY_BOUND_RATIO = 0.8
+# Issue 20's aim side by side with the same job in Quix Streams (events/s at the API).
+GOAL_QUIX_RATIO = 2.0
 
 
 NOTES = (
@@ -163,6 +165,13 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             "throughput at 300 ms API latency / no latency",
             latency["300"]["events_per_s"] / mixes["realistic"]["events_per_s"],
             GOAL_LATENCY_BOUND_RATIO,
+            True,
+        )
+    for mix, sides in results.get("peers", {}).get("mixes", {}).items():
+        add(
+            f"{mix}: events/s, capi-stream / the same job in Quix Streams",
+            sides["capi-stream"]["events_per_s"] / sides["quix-streams"]["events_per_s"],
+            GOAL_QUIX_RATIO,
             True,
         )
     return verdicts
@@ -330,6 +339,7 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
             "",
         ]
     lines += _identity(results.get("identity"))
+    lines += _peer_lines(results)
     verdicts = results.get("goals", [])
     if verdicts:
         lines += [
@@ -391,6 +401,44 @@ def _ceiling_lines(results: dict[str, Any]) -> list[str]:
         "for CPU the broker and the sandbox took on these shared cores).",
         "",
         f"Command: `{results['ceiling']['command']}`",
+        "",
+    ]
+    return lines
+
+
+def _peer_lines(results: dict[str, Any]) -> list[str]:
+    peers = results.get("peers", {}).get("mixes", {})
+    if not peers:
+        return []
+    lines = [
+        "## Side by side: the same job in Quix Streams",
+        "",
+        "| mix | ev/s capi-stream | ev/s Quix | ratio | ev/CPU-s capi-stream | ev/CPU-s Quix | "
+        "ratio | "
+        "peak RSS capi-stream | peak RSS Quix |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mix, sides in peers.items():
+        ours, quix = sides["capi-stream"], sides["quix-streams"]
+        lines.append(
+            f"| {mix} | {_n(ours['events_per_s'])} | {_n(quix['events_per_s'])} | "
+            f"{_n(ours['events_per_s'] / quix['events_per_s'], 2)} | "
+            f"{_n(ours['events_per_cpu_s'])} | {_n(quix['events_per_cpu_s'])} | "
+            f"{_n(ours['events_per_cpu_s'] / quix['events_per_cpu_s'], 2)} | "
+            f"{_n(ours['peak_rss_mib'])} MiB | {_n(quix['peak_rss_mib'])} MiB |"
+        )
+    lines += [
+        "",
+        "Each run a fresh group drains the mix's topic through a fresh sandbox, capi-stream and "
+        "benchmarks/peers/quix_job.py (Quix Streams 3.28, with capi-stream's own Transformer, "
+        "batches of 1,000 per partition and checkpoint, httpx) taking turns; both measured from "
+        "outside, from the group's first offset commit to the commit of the last offset (events "
+        "committed in between over wall-clock and process CPU seconds). The Quix job drops "
+        "invalid messages instead of dead-lettering them and has no metrics, which only makes "
+        "it cheaper. Redpanda Connect is not measured: its licence is not open source, and the "
+        "Benthos core it builds on has no Kafka input.",
+        "",
+        f"Command: `{results['peers']['command']}`",
         "",
     ]
     return lines

@@ -11,8 +11,9 @@ bookkeeping stage, benchmarks/bench_bookkeeping.py), end_to_end (per input mix, 
 each run followed by the consume + transform ceiling and the floor on the same messages), latency
 (sandbox latency 100/300 ms), steady (fixed rate at ~50 % of the measured maximum), scale_out
 (2 forwarders in one group), identity (enrichment's uplift and cost, RSS and disk with 1,000,000
-identities: benchmarks/bench_identity.py in its own process). Figures are medians of `--runs`
-runs; they are figures, not pass/fail checks.
+identities: benchmarks/bench_identity.py in its own process), peers (per mix, capi-stream and the
+same job in Quix Streams drain the same topic in turns: benchmarks/bench_peers.py). Figures are
+medians of `--runs` runs; they are figures, not pass/fail checks.
 """
 
 from __future__ import annotations
@@ -30,12 +31,28 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import bench_bookkeeping, ceiling, floor, report, scenarios  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_bookkeeping,
+    bench_peers,
+    ceiling,
+    floor,
+    report,
+    scenarios,
+)
 from benchmarks.lab import broker, drop_topics, load, machine, median, produce_mix  # noqa: E402
 from traffic.generator import Mix  # noqa: E402
 
 MIXES: tuple[Mix, ...] = ("order_completed", "realistic", "page")
-SCENARIOS = ("floor", "bookkeeping", "end_to_end", "latency", "steady", "scale_out", "identity")
+SCENARIOS = (
+    "floor",
+    "bookkeeping",
+    "end_to_end",
+    "latency",
+    "steady",
+    "scale_out",
+    "identity",
+    "peers",
+)
 IDENTITIES = 1_000_000
 LATENCIES_MS = (100, 300)
 PARTITIONS = 6
@@ -145,13 +162,24 @@ def main() -> None:
     with broker() as kafka:
         topics: dict[str, Any] = {}
         try:
-            needs = {"end_to_end": MIXES, "latency": ("realistic",), "scale_out": ("realistic",)}
+            needs = {
+                "end_to_end": MIXES,
+                "latency": ("realistic",),
+                "scale_out": ("realistic",),
+                "peers": MIXES,
+            }
             wanted = sorted({mix for name in selected for mix in needs.get(name, ())})
             for mix in wanted:
                 begun = time.monotonic()
                 topics[mix] = produce_mix(kafka, mix, args.events, PARTITIONS)
                 print(f"produced {args.events:,} {mix} in {time.monotonic() - begun:.0f}s")
             _forwarder_scenarios(args, selected, kafka, topics, results)
+            if "peers" in selected:
+                print(f"peers: capi-stream and Quix Streams, {args.runs} run(s)", flush=True)
+                results["peers"] = {
+                    "command": _command(args, "peers"),
+                    "mixes": bench_peers.measure(kafka, {m: topics[m] for m in MIXES}, args.runs),
+                }
         finally:
             drop_topics(kafka, [topic.name for topic in topics.values()])
 
