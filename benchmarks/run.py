@@ -31,7 +31,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import bench_bookkeeping, ceiling, floor, report, scenarios  # noqa: E402
-from benchmarks.lab import broker, drop_topics, load, machine, median, produce_mix  # noqa: E402
+from benchmarks.lab import (  # noqa: E402
+    LINGER_MS,
+    broker,
+    drop_topics,
+    load,
+    machine,
+    median,
+    produce_mix,
+)
 from traffic.generator import Mix  # noqa: E402
 
 MIXES: tuple[Mix, ...] = ("order_completed", "realistic", "page")
@@ -112,7 +120,7 @@ def main() -> None:
             "events": args.events,
             "runs": args.runs,
             "partitions": PARTITIONS,
-            "linger_ms": scenarios.LINGER_MS,
+            "linger_ms": LINGER_MS,
             "quick": args.quick,
         },
         "load_at_start": load(),
