@@ -28,7 +28,7 @@ kafka-down:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict stream traffic
+	$(VENV)/bin/mypy --strict stream traffic benchmarks
 
 test: install
 	scripts/test.sh

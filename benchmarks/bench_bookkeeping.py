@@ -46,7 +46,7 @@ from stream.offsets import OffsetTracker
 from stream.pinterest.classify import ApiResponse, classify
 from stream.retry import Backoff
 from stream.sandbox.checks import EXTERNAL_ID_MISSING
-from stream.settings import Settings
+from stream.settings import PinterestSettings, Settings, SourceSettings
 from stream.settlement import Settlement
 from stream.source import _record
 from stream.transform import Transformer
@@ -133,7 +133,10 @@ class _Stages:
     """Each stage over the same polls; every method returns (CPU seconds, events)."""
 
     def __init__(self, mix: Mix, events: int) -> None:
-        self.settings = Settings(pinterest={"ad_account_id": ACCOUNT}, sources=[{"topic": TOPIC}])
+        self.settings = Settings(
+            pinterest=PinterestSettings(ad_account_id=ACCOUNT),
+            sources=[SourceSettings(topic=TOPIC)],
+        )
         self.now = now = time.time()
         self.now_ms = int(now * 1000)
         generator = ClickstreamGenerator(1, now=lambda: now, mix=mix, poison_ratio=0.0)

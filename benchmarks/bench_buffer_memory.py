@@ -21,7 +21,7 @@ from stream.batcher import Batch, Batcher, BatchKey
 from stream.ingest import RECORD_OVERHEAD_BYTES
 from stream.models import PinterestEvent, SourceRecord
 from stream.offsets import OffsetTracker
-from stream.settings import Settings
+from stream.settings import PinterestSettings, Settings, SourceSettings
 from stream.transform import Transformer
 from traffic.generator import ClickstreamGenerator, Mix
 
@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--mix", choices=get_args(Mix), default="realistic")
     args = parser.parse_args()
     now = time.time()
-    settings = Settings(pinterest={"ad_account_id": "1"}, sources=[{"topic": "web"}])
+    settings = Settings(
+        pinterest=PinterestSettings(ad_account_id="1"), sources=[SourceSettings(topic="web")]
+    )
     source = settings.sources[0]
     generator = ClickstreamGenerator(7, now=lambda: now, mix=args.mix, poison_ratio=0.0)
     generated = [(m.key, m.value) for m in generator.messages(2 * args.events)]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from stream.identity.profile import NOTHING_LEARNED, IdentityProfiles  # noqa: E402
 from stream.identity.rocks import RocksResources, RocksStore  # noqa: E402
 from stream.models import PinterestEvent  # noqa: E402
-from stream.settings import Settings, SourceSettings  # noqa: E402
+from stream.settings import PinterestSettings, Settings, SourceSettings  # noqa: E402
 from stream.spec import BOTTOM_FUNNEL_EVENTS  # noqa: E402
 from stream.transform import Transformer  # noqa: E402
 from traffic.generator import ClickstreamGenerator  # noqa: E402
@@ -75,7 +75,11 @@ def allowed(messages: list[bytes]) -> tuple[int, int]:
         if not isinstance(message, dict):
             continue
         anonymous = message.get("anonymousId")
-        if message.get("type") == "identify" and message.get("traits", {}).get("email"):
+        if (
+            message.get("type") == "identify"
+            and isinstance(anonymous, str)
+            and message.get("traits", {}).get("email")
+        ):
             identified.add(anonymous)
         elif message.get("type") == "track" and message.get("event") in names:
             total += 1
@@ -88,7 +92,7 @@ def transform_all(
 ) -> tuple[float, dict[str, float], int]:
     """CPU seconds, the shares of events carrying em / external_id, and the store writes."""
     source = SourceSettings(topic="web", enrich="identity" if enrich else None)
-    settings = Settings(sources=[source], pinterest={"ad_account_id": "1"})  # type: ignore[arg-type]
+    settings = Settings(sources=[source], pinterest=PinterestSettings(ad_account_id="1"))
     transformer = Transformer(settings)
     store = CountingStore(RocksStore(directory / "p0", RocksResources(), TTL_S)) if enrich else None
     now = int(time.time() * 1000)

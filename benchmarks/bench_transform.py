@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 import orjson
 
-from stream.models import PinterestEvent
-from stream.settings import Settings
+from stream.models import PinterestEvent, TransformResult
+from stream.settings import Settings, SourceSettings
 from stream.transform import Transformer
 from traffic.generator import ClickstreamGenerator
 
@@ -93,6 +93,12 @@ def plain_map_and_hash(value: bytes) -> bytes:
     return orjson.dumps(event)
 
 
+def _transforming(
+    transformer: Transformer, source: SourceSettings, timestamp_ms: int
+) -> Callable[[bytes], TransformResult]:
+    return lambda value: transformer.transform(source, value, timestamp_ms)
+
+
 def _rate(step: Callable[[bytes], object], messages: Sequence[bytes]) -> float:
     # CPU time of this process: other work on the shared cores does not count against us.
     started = time.process_time()
@@ -129,7 +135,7 @@ def main() -> None:
                 ("cached", warm, messages),
                 ("distinct", cold, distinct[name]),
             ):
-                rate = _rate(lambda v, t=transformer: t.transform(source, v, timestamp), values)
+                rate = _rate(_transforming(transformer, source, timestamp), values)
                 best[f"{name}/{kind}"] = max(best.get(f"{name}/{kind}", 0.0), rate)
     sample = warm.transform(source, rich[0], timestamp)
     assert isinstance(sample, PinterestEvent), sample

@@ -16,18 +16,20 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from stream.models import DeadLetter, PinterestEvent, Skipped
-from stream.settings import Settings
+from stream.settings import PinterestSettings, Settings, SourceSettings
 from stream.transform import Transformer
 
 TARGET_MS = 50.0
 # Just under the default kafka.max_message_bytes (1 MiB), so the message is parsed.
 NEAR_LIMIT_BYTES = 1_040_000
 MANY = 20_000
+
+Format = Literal["segment", "pinterest"]
 
 
 def _fill(build: Callable[[int], dict[str, Any]], limit: int = NEAR_LIMIT_BYTES) -> bytes:
@@ -103,7 +105,7 @@ def _epik_url(count: int) -> str:
     return "https://shop.example/checkout?" + query
 
 
-def worst_messages(now_s: float) -> dict[str, tuple[str, bytes]]:
+def worst_messages(now_s: float) -> dict[str, tuple[Format, bytes]]:
     """Name → (format, value) of the most expensive messages under the size limit."""
     seg, pin = _segment, _pinterest
     return {
@@ -185,8 +187,8 @@ def main() -> None:
     args = parser.parse_args()
     now_s = time.time()
     settings = Settings(
-        pinterest={"ad_account_id": "1"},
-        sources=[{"topic": "web"}, {"topic": "crm", "format": "pinterest"}],
+        pinterest=PinterestSettings(ad_account_id="1"),
+        sources=[SourceSettings(topic="web"), SourceSettings(topic="crm", format="pinterest")],
     )
     sources = {source.format: source for source in settings.sources}
     messages = worst_messages(now_s)

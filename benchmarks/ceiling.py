@@ -17,7 +17,7 @@ from confluent_kafka import Consumer
 
 from benchmarks.lab import Topic, cpu_seconds, forwarder_gc
 from stream.app import POLL_MAX_MESSAGES, POLL_TIMEOUT_S
-from stream.settings import Settings
+from stream.settings import PinterestSettings, Settings, SourceSettings
 from stream.source import DEFAULT_CONSUMER_CONFIG, _record
 from stream.transform import Transformer
 from tests.kafka_helpers import Broker
@@ -28,7 +28,8 @@ TIMEOUT_S = 600.0
 def measure(kafka: Broker, topic: Topic) -> dict[str, Any]:
     """Drains `topic` once with a fresh group; figures from the first message to the last."""
     settings = Settings(
-        pinterest={"ad_account_id": "549764106778"}, sources=[{"topic": topic.name}]
+        pinterest=PinterestSettings(ad_account_id="549764106778"),
+        sources=[SourceSettings(topic=topic.name)],
     )
     source = settings.sources[0]
     transform = Transformer(settings, time.time).transform

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TypedDict
 
 from benchmarks.lab import POISON_RATIO, forwarder_gc
 from stream.batcher import Batcher, BatchKey
@@ -13,6 +14,13 @@ from stream.transform import Transformer
 from traffic.generator import ClickstreamGenerator, Mix
 
 WARM_UP_MESSAGES = 1000
+
+
+class Summary(TypedDict):
+    events_per_cpu_s: float
+    best: float
+    runs: list[float]
+    bytes_per_event: float
 
 
 def inputs(mix: Mix, events: int) -> list[bytes]:
@@ -36,7 +44,7 @@ def one_pass(messages: Sequence[bytes]) -> float:
         return len(messages) / _timed_pass(Settings(), messages)
 
 
-def measure(mixes: Sequence[Mix], events: int, rounds: int) -> dict[str, dict[str, float]]:
+def measure(mixes: Sequence[Mix], events: int, rounds: int) -> dict[str, Summary]:
     """Per mix: median and best of `rounds` passes (interleaved across mixes), in-process only.
 
     `make bench` with end_to_end measures the floor between its runs instead (benchmarks/run.py).
@@ -51,7 +59,7 @@ def measure(mixes: Sequence[Mix], events: int, rounds: int) -> dict[str, dict[st
     return {mix: summary(values, messages[mix]) for mix, values in rates.items()}
 
 
-def summary(rates: list[float], messages: Sequence[bytes]) -> dict[str, float]:
+def summary(rates: list[float], messages: Sequence[bytes]) -> Summary:
     return {
         "events_per_cpu_s": sorted(rates)[len(rates) // 2],
         "best": max(rates),

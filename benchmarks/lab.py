@@ -19,7 +19,10 @@ from typing import Any
 import confluent_kafka
 import psutil
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, not in its stubs
+    AdminClient,
+    NewTopic,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -198,8 +201,8 @@ def histogram_quantile(samples: dict[str, float], name: str, q: float) -> float 
     buckets = []
     for key, value in samples.items():
         if key.startswith(f"{name}_bucket{{"):
-            bound = key.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float(bound), value))
+            le = key.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(le), value))
     buckets.sort()
     if not buckets or buckets[-1][1] == 0:
         return None
@@ -244,6 +247,7 @@ class Fleet:
             [self.topic.name],
             group_id=self.group_id,
             dead_letter_topic=dlq,
+            sources=None,  # named, so `sections` can only be configuration sections
             batching=batching,
             **sections,
         )

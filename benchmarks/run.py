@@ -39,7 +39,15 @@ from benchmarks import (  # noqa: E402
     report,
     scenarios,
 )
-from benchmarks.lab import broker, drop_topics, load, machine, median, produce_mix  # noqa: E402
+from benchmarks.lab import (  # noqa: E402
+    LINGER_MS,
+    broker,
+    drop_topics,
+    load,
+    machine,
+    median,
+    produce_mix,
+)
 from traffic.generator import Mix  # noqa: E402
 
 MIXES: tuple[Mix, ...] = ("order_completed", "realistic", "page")
@@ -129,7 +137,7 @@ def main() -> None:
             "events": args.events,
             "runs": args.runs,
             "partitions": PARTITIONS,
-            "linger_ms": scenarios.LINGER_MS,
+            "linger_ms": LINGER_MS,
             "quick": args.quick,
         },
         "load_at_start": load(),

@@ -24,7 +24,7 @@ step() {
 }
 step "$bin/ruff" check .
 step "$bin/ruff" format --check .
-step "$bin/mypy" --strict stream traffic
+step "$bin/mypy" --strict stream traffic benchmarks
 # Tools of the chart and alert-rule tests, built or installed once here rather than inside the
 # first test that needs them (and its timeout).
 step scripts/install_helm.sh

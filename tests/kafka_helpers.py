@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, not in its stubs
+    AdminClient,
+    NewTopic,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_KAFKA = REPO_ROOT / "scripts" / "local_kafka.py"
@@ -129,13 +132,16 @@ class Broker:
             if err is not None:
                 failures.append(str(err))
 
+        # -1 (produce's default, RD_KAFKA_PARTITION_UA): the partitioner chooses by key.
+        target = -1 if partition is None else partition
         count = 0
         for item in values:
             key, value = item if isinstance(item, tuple) else (None, item)
-            extra = {} if partition is None else {"partition": partition}
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **extra)
+                    producer.produce(
+                        topic, value=value, key=key, partition=target, on_delivery=on_delivery
+                    )
                     break
                 except BufferError:
                     producer.poll(0.1)
@@ -175,8 +181,10 @@ class Broker:
             for msg in consumer.consume(1000, 0.5):
                 if msg.error():
                     continue
+                offset = msg.offset()
+                assert offset is not None, "a message without an error has its offset"
                 messages.append(msg)
-                positions[msg.partition()] = msg.offset() + 1
+                positions[msg.partition()] = offset + 1
         consumer.close()
         return messages
 
