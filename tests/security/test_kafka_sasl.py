@@ -1,4 +1,5 @@
-"""The forwarder on a SASL_SSL (SCRAM-SHA-512) listener with credentials from files."""
+"""The forwarder on a SASL_SSL (SCRAM-SHA-512) listener with credentials from files, identity
+enrichment's changelog included."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.forwarder.harness import REPO_ROOT, forwarder_config, running_forwarder, wait_until
-from tests.forwarder.scenario import delivered_keys, new_group, produce, valid_keys
+from tests.forwarder.scenario import (
+    all_committed,
+    delivered_keys,
+    new_group,
+    produce,
+    valid_keys,
+)
+from tests.forwarder.test_identity import email, emails_by_order, identify, order, sha256
 from tests.sandbox_helpers import SandboxProcess
 from tests.test_kafka_security import SaslBroker, sasl_kafka  # noqa: F401 - the module fixture
 from traffic.generator import ClickstreamGenerator
@@ -127,3 +136,37 @@ def test_a_rotated_password_file_reconnects_without_a_restart(
     assert poison > 0
     assert len(broker.read_all(dlq)) >= poison
     assert "the-old-password" not in forwarder.log()
+
+
+@pytest.mark.timeout(300)
+def test_identities_restore_from_a_changelog_written_and_read_over_sasl_ssl(
+    sasl_kafka: SaslBroker,  # noqa: F811
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+) -> None:
+    broker = sasl_kafka.plain
+    topic = broker.create_topic(partitions=2)
+    users = 40
+    broker.produce(topic, [identify(user) for user in range(users)])
+    config = sasl_config(sasl_kafka, sandbox, topic, sasl_kafka.password_file)
+    config["sources"] = [{"topic": topic, "enrich": "identity"}]
+    group = config["kafka"]["group_id"]
+
+    def pod(state: str) -> dict[str, Any]:
+        return {**config, "identity": {"state_dir": str(tmp_path / state)}}
+
+    with running_forwarder(pod("pod-a"), tmp_path, "first") as forwarder:
+        wait_until(lambda: all_committed(broker, group, topic), 90, "identify calls committed")
+        assert forwarder.terminate() == 0
+    # A rescheduled pod: an empty state directory, so only the changelog (written by the first
+    # pod's changelog producer, read by this one's restore consumer, both over SASL_SSL) knows
+    # the users.
+    broker.produce(topic, [order(user, "sasl") for user in range(users)])
+    with running_forwarder(pod("pod-b"), tmp_path, "second") as second:
+        wait_until(lambda: all_committed(broker, group, topic), 90, "orders committed")
+        assert second.metric("capi_stream_identity_restored_records_total") >= users
+        assert second.terminate() == 0
+    expected = {user: [sha256(email(user))] for user in range(users)}
+    assert emails_by_order(sandbox, "sasl") == expected
+    password = sasl_kafka.password_file.read_text().strip()
+    assert password not in forwarder.log() + second.log()
