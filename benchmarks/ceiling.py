@@ -4,6 +4,10 @@ The forwarder's own consumer settings and record building (stream/source.py) and
 Transformer, with nothing else: no tracking, batching, sending or settling. Its events per
 CPU-second are what the forwarder could reach if bookkeeping cost nothing; its wall-clock rate
 against its per-CPU rate shows whether librdkafka keeps the loop fed (empty polls are counted).
+
+Without the transform (`transform=False`) it measures consuming alone: what any forwarder pays
+per message before it does anything with it, the part of the end-to-end cost the floor leaves out
+and no bookkeeping change can remove.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ from tests.kafka_helpers import Broker
 TIMEOUT_S = 600.0
 
 
-def measure(kafka: Broker, topic: Topic) -> dict[str, Any]:
+def measure(kafka: Broker, topic: Topic, transform: bool = True) -> dict[str, Any]:
     """Drains `topic` once with a fresh group; figures from the first message to the last."""
     settings = Settings(
         pinterest=PinterestSettings(ad_account_id="549764106778"),
         sources=[SourceSettings(topic=topic.name)],
     )
     source = settings.sources[0]
-    transform = Transformer(settings, time.time).transform
+    transformer = Transformer(settings, time.time)
     config = {k: v for k, v in DEFAULT_CONSUMER_CONFIG.items() if k != "statistics.interval.ms"}
     consumer = Consumer(
         {
@@ -68,7 +72,8 @@ def measure(kafka: Broker, topic: Topic) -> dict[str, Any]:
                     if message.error() is not None:
                         continue
                     record = _record(message)
-                    transform(source, record.value, record.timestamp_ms)
+                    if transform:
+                        transformer.transform(source, record.value, record.timestamp_ms)
                     remaining -= 1
             assert began is not None
             assert cpu_before is not None

@@ -238,6 +238,7 @@ def _forwarder_scenarios(
     if "end_to_end" in selected:
         runs: dict[str, list[dict[str, Any]]] = {mix: [] for mix in MIXES}
         ceilings: dict[str, list[dict[str, Any]]] = {mix: [] for mix in MIXES}
+        consuming: dict[str, list[dict[str, Any]]] = {mix: [] for mix in MIXES}
         # The floor is measured between the runs, on the topic's own messages: a ratio of two
         # figures taken minutes apart on shared cores would measure the machine's drift too.
         floor_inputs = {mix: floor.inputs(mix, args.events) for mix in MIXES}
@@ -262,6 +263,13 @@ def _forwarder_scenarios(
                     f"{bare['empty_polls']} empty polls",
                     flush=True,
                 )
+                consumed = ceiling.measure(kafka, topics[mix], transform=False)
+                consuming[mix].append(consumed)
+                print(
+                    f"consume {mix} run {run + 1}: "
+                    f"{consumed['events_per_cpu_s']:,.0f} events/CPU-s",
+                    flush=True,
+                )
                 floors[mix].append(floor.one_pass(floor_inputs[mix]))
                 print(f"floor {mix} run {run + 1}: {floors[mix][-1]:,.0f} events/CPU-s", flush=True)
         results["end_to_end"] = {
@@ -271,6 +279,10 @@ def _forwarder_scenarios(
         results["ceiling"] = {
             "command": _command(args, "end_to_end"),
             "mixes": {mix: _summary(r, CEILING_KEYS) for mix, r in ceilings.items()},
+        }
+        results["consume"] = {
+            "command": _command(args, "end_to_end"),
+            "mixes": {mix: _summary(r, CEILING_KEYS) for mix, r in consuming.items()},
         }
         results["floor"] = {
             "command": _command(args, "end_to_end"),
