@@ -271,6 +271,12 @@ class Fleet:
         for forwarder in self.forwarders:
             forwarder.stop()
 
+    def sandbox_last_arrival(self) -> float:
+        """Unix time the sandbox received its last processed event (the drain's last request)."""
+        recorded = self.sandbox.stats()["events"]["recorded"]
+        last = self.sandbox.request("GET", f"/_admin/events?since={recorded - 1}&limit=1").body
+        return float(last["events"][-1]["received_at"])
+
 
 @contextmanager
 def fleet(kafka: Broker, topic: Topic, directory: Path, *sandbox_args: str) -> Iterator[Fleet]:
@@ -286,22 +292,30 @@ def drain(
     progress: Progress,
     timeout_s: float,
     sample: Callable[[], None] | None = None,
-) -> tuple[float, float, dict[str, float]]:
+) -> tuple[float, float, dict[str, float], dict[str, float]]:
     """Waits from the first consumed message until every offset is committed.
 
-    Returns (elapsed seconds, forwarder CPU seconds in that span, final metric samples summed).
-    Time before the first message (process start, group join) is not counted; commits happen
-    every second, so the end is late by up to a second (state N accordingly).
+    Returns (elapsed seconds, forwarder CPU seconds in that span, final metric samples summed,
+    timing). Elapsed ends when the last request reached the sandbox: offsets are committed every
+    second, so the commit of the last offset comes up to a second later (`seconds_to_commit`
+    in timing), idle time that is the commit cadence, not throughput. Timing also has, as shares
+    of the elapsed time, the forwarders' event-loop threads on a CPU (`loop_running`) and
+    runnable but waiting for one (`loop_waiting`: the machine's other work, not starvation), and
+    the sandbox's CPU (`sandbox_cpu`). Time before the first message (process start, group join)
+    is not counted.
     """
     processes = [psutil.Process(f.process.pid) for f in group.forwarders]
+    sandbox = psutil.Process(group.sandbox.process.pid)
     deadline = time.monotonic() + timeout_s
     while group.consumed() == 0:
         group.check_alive()
         if time.monotonic() > deadline:
             raise TimeoutError("forwarder consumed nothing")
         time.sleep(START_POLL_S)
-    began = time.monotonic()
+    began, began_wall = time.monotonic(), time.time()
     cpu_before = sum(cpu_seconds(p) for p in processes)
+    sandbox_before = cpu_seconds(sandbox)
+    schedule_before = [main_thread_schedule_s(p.pid) for p in processes]
     next_sample = began
     while not progress.done():
         group.check_alive()
@@ -311,13 +325,34 @@ def drain(
             sample()
             next_sample += 0.5
         time.sleep(COMMIT_POLL_S)
-    elapsed = time.monotonic() - began
+    to_commit = time.monotonic() - began
     cpu = sum(cpu_seconds(p) for p in processes) - cpu_before
+    elapsed = min(to_commit, max(group.sandbox_last_arrival() - began_wall, 1e-3))
+    schedule = [
+        (running - running_before, waiting - waiting_before)
+        for (running, waiting), (running_before, waiting_before) in zip(
+            (main_thread_schedule_s(p.pid) for p in processes), schedule_before, strict=True
+        )
+    ]
+    timing = {
+        "seconds_to_commit": round(to_commit, 2),
+        "loop_running": sum(running for running, _ in schedule) / len(schedule) / elapsed,
+        "loop_waiting": sum(waiting for _, waiting in schedule) / len(schedule) / elapsed,
+        "sandbox_cpu": (cpu_seconds(sandbox) - sandbox_before) / elapsed,
+    }
     totals: dict[str, float] = {}
     for samples in group.samples():
         for key, value in samples.items():
             totals[key] = totals.get(key, 0.0) + value
-    return elapsed, cpu, totals
+    return elapsed, cpu, totals, timing
+
+
+def main_thread_schedule_s(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of the process's main thread
+    (the forwarder's event loop), from the scheduler's own accounting."""
+    with open(f"/proc/{pid}/schedstat") as stat:
+        running_ns, waiting_ns, _ = stat.read().split()
+    return int(running_ns) / 1e9, int(waiting_ns) / 1e9
 
 
 def make_dlq(kafka: Broker) -> str:

@@ -95,6 +95,10 @@ E2E_KEYS = (
     "max_concurrency_limit",
     "max_inflight",
     "load_before",
+    "seconds_to_commit",
+    "loop_running",
+    "loop_waiting",
+    "sandbox_cpu",
 )
 
 

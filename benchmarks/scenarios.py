@@ -77,10 +77,11 @@ def forward(
                 inflight.append(metric_sum(samples, "capi_stream_inflight_requests"))
 
         load_before = load()
-        elapsed, cpu, totals = drain(group, progress, DRAIN_TIMEOUT_S, sample)
+        elapsed, cpu, totals, timing = drain(group, progress, DRAIN_TIMEOUT_S, sample)
         rss = [peak_rss_mib(f.process.pid) for f in group.forwarders]
         figures = _figures(topic.events, elapsed, cpu, totals, rss)
         figures.update(
+            timing,
             load_before=load_before,
             load_after=load(),
             max_concurrency_limit=max(limits, default=None),
