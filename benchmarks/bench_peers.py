@@ -29,6 +29,7 @@ import psutil
 
 from benchmarks.lab import (
     REPO_ROOT,
+    UNLIMITED_SANDBOX,
     Progress,
     Topic,
     cpu_seconds,
@@ -45,8 +46,6 @@ QUIX_REQUIREMENTS = PEERS / "quix-requirements.txt"
 QUIX_VENV = REPO_ROOT / ".local" / "peers" / "quix"
 DRAIN_TIMEOUT_S = 1800.0
 POLL_S = 0.1
-# The product's rate limit of the sandbox is irrelevant here; both sides get the same one.
-SANDBOX_ARGS = ("--rate-limit", "1000000")
 
 
 def quix_python() -> Path:
@@ -104,7 +103,7 @@ def _medians(runs: list[dict[str, float]]) -> dict[str, Any]:
 
 def _capi_stream(kafka: Broker, topic: Topic) -> dict[str, float]:
     with ExitStack() as stack:
-        group = stack.enter_context(fleet(kafka, topic, tempdir(stack), *SANDBOX_ARGS))
+        group = stack.enter_context(fleet(kafka, topic, tempdir(stack)))
         group.start(group.config(make_dlq(kafka)))
         forwarder = group.forwarders[0]
         figures = _drain(kafka, topic, group.group_id, forwarder.process.pid, group.check_alive)
@@ -115,7 +114,7 @@ def _capi_stream(kafka: Broker, topic: Topic) -> dict[str, float]:
 def _quix(kafka: Broker, topic: Topic, python: Path) -> dict[str, float]:
     group_id = f"bench-quix-{uuid.uuid4().hex[:8]}"
     with ExitStack() as stack:
-        sandbox = stack.enter_context(running_sandbox(*SANDBOX_ARGS))
+        sandbox = stack.enter_context(running_sandbox(*UNLIMITED_SANDBOX))
         directory = tempdir(stack)
         log = directory / "quix.log"
         process = stack.enter_context(
