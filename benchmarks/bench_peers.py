@@ -35,10 +35,12 @@ from benchmarks.lab import (
     cpu_seconds,
     fleet,
     make_dlq,
+    medians,
     peak_rss_mib,
     tempdir,
 )
 from tests.kafka_helpers import Broker
+from tests.processes import stop_process
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess, running_sandbox
 
 PEERS = REPO_ROOT / "benchmarks" / "peers"
@@ -89,16 +91,8 @@ def measure(kafka: Broker, topics: dict[str, Topic], rounds: int) -> dict[str, A
                     f"{figures['peak_rss_mib']:.0f} MiB",
                     flush=True,
                 )
-        results[mix] = {side: _medians(figures) for side, figures in runs.items()}
+        results[mix] = {side: medians(done, done[0]) for side, done in runs.items()}
     return results
-
-
-def _medians(runs: list[dict[str, float]]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"runs": runs}
-    for key in runs[0]:
-        values = sorted(run[key] for run in runs)
-        summary[key] = values[len(values) // 2]
-    return summary
 
 
 def _capi_stream(kafka: Broker, topic: Topic) -> dict[str, float]:
@@ -152,12 +146,7 @@ def _quix_job(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 30.0)
 
 
 def _drain(

@@ -93,6 +93,15 @@ def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 
 
+def medians(runs: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, Any]:
+    """The runs, and per key the median of the runs that have a figure for it."""
+    summary: dict[str, Any] = {"runs": runs}
+    for key in keys:
+        values = [run[key] for run in runs if run.get(key) is not None]
+        summary[key] = median(values) if values else None
+    return summary
+
+
 @contextmanager
 def broker() -> Iterator[Broker]:
     """The local broker; started (and stopped afterwards) when none is running.

@@ -410,7 +410,8 @@ def _ceiling_lines(results: dict[str, Any]) -> list[str]:
         "the scheduler's own accounting of the forwarder's event-loop thread over the drain "
         "(/proc/PID/schedstat), the share of the time it ran on a CPU and the share it was "
         "runnable but waiting for one; what is left of 1 is the time it had nothing to do (the "
-        "drain's last partial batches lingering 500 ms before they are sent among it). "
+        f"drain's last partial batches lingering {results['parameters']['linger_ms']} ms before "
+        "they are sent among it). "
         "Sandbox CPU: CPU-seconds per second the sandbox (which validates every event against "
         "the spec) took on the same 2 cores. The end-to-end time runs from the first consumed "
         "message to the arrival of the last request at the sandbox; the commit of the last "
@@ -449,8 +450,7 @@ def _peer_lines(results: dict[str, Any]) -> list[str]:
         "## Side by side: the same job in Quix Streams",
         "",
         "| mix | ev/s capi-stream | ev/s Quix | ratio | ev/CPU-s capi-stream | ev/CPU-s Quix | "
-        "ratio | "
-        "peak RSS capi-stream | peak RSS Quix |",
+        "ratio | peak RSS capi-stream | peak RSS Quix |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mix, sides in peers.items():

@@ -45,7 +45,7 @@ from benchmarks.lab import (  # noqa: E402
     drop_topics,
     load,
     machine,
-    median,
+    medians,
     produce_mix,
 )
 from traffic.generator import Mix  # noqa: E402
@@ -74,14 +74,6 @@ def _command(args: argparse.Namespace, only: str) -> str:
     if only == "steady":
         parts += ["--steady-seconds", str(args.steady_seconds)]
     return shlex.join(parts)
-
-
-def _summary(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"runs": runs}
-    for key in keys:
-        values = [run[key] for run in runs if run.get(key) is not None]
-        summary[key] = median(values) if values else None
-    return summary
 
 
 CEILING_KEYS = ("events_per_s", "events_per_cpu_s", "empty_polls", "empty_poll_s")
@@ -278,15 +270,15 @@ def _forwarder_scenarios(
                 print(f"floor {mix} run {run + 1}: {floors[mix][-1]:,.0f} events/CPU-s", flush=True)
         results["end_to_end"] = {
             "command": _command(args, "end_to_end"),
-            "mixes": {mix: _summary(r, E2E_KEYS) for mix, r in runs.items()},
+            "mixes": {mix: medians(r, E2E_KEYS) for mix, r in runs.items()},
         }
         results["ceiling"] = {
             "command": _command(args, "end_to_end"),
-            "mixes": {mix: _summary(r, CEILING_KEYS) for mix, r in ceilings.items()},
+            "mixes": {mix: medians(r, CEILING_KEYS) for mix, r in ceilings.items()},
         }
         results["consume"] = {
             "command": _command(args, "end_to_end"),
-            "mixes": {mix: _summary(r, CEILING_KEYS) for mix, r in consuming.items()},
+            "mixes": {mix: medians(r, CEILING_KEYS) for mix, r in consuming.items()},
         }
         results["floor"] = {
             "command": _command(args, "end_to_end"),
@@ -309,7 +301,7 @@ def _forwarder_scenarios(
                 )
         results["latency"] = {
             "command": _command(args, "latency"),
-            "latency_ms": {ms: _summary(r, E2E_KEYS) for ms, r in latency_runs.items()},
+            "latency_ms": {ms: medians(r, E2E_KEYS) for ms, r in latency_runs.items()},
         }
 
     if "steady" in selected:
@@ -330,7 +322,7 @@ def _forwarder_scenarios(
             )
         results["steady"] = {
             "command": _command(args, "steady"),
-            **_summary(
+            **medians(
                 steady_runs,
                 ("latency_p50_s", "latency_p99_s", "latency_max_s", "peak_rss_mib", "cpu_share"),
             ),
@@ -345,13 +337,13 @@ def _forwarder_scenarios(
             print(f"scale_out 2 run {run + 1}: {figures['events_per_s']:,.0f} events/s", flush=True)
         one = results.get("end_to_end", {}).get("mixes", {}).get("realistic")
         if one is None:
-            one = _summary(
+            one = medians(
                 [scenarios.forward(kafka, topics["realistic"]) for _ in range(args.runs)],
                 E2E_KEYS,
             )
         results["scale_out"] = {
             "command": _command(args, "scale_out"),
-            "processes": {"1": one, "2": _summary(two, E2E_KEYS)},
+            "processes": {"1": one, "2": medians(two, E2E_KEYS)},
         }
 
 

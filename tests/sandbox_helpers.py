@@ -37,6 +37,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.processes import stop_process
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOKEN = "sandbox-token"
 DEFAULT_AD_ACCOUNT = "549764106778"
@@ -181,13 +183,7 @@ class SandboxProcess:
     # --- lifecycle -------------------------------------------------------------------------
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
+        stop_process(self.process, STOP_TIMEOUT_S, STOP_TIMEOUT_S)
         if self.process.stdout is not None:
             self.process.stdout.close()
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.processes import stop_process
 from tests.sandbox_helpers import DEFAULT_AD_ACCOUNT, SandboxProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -122,13 +123,7 @@ class Forwarder:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process, 30.0)
 
 
 def start_forwarder(
