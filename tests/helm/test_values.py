@@ -161,6 +161,10 @@ BAD_VALUES = [
     (["--set", "autoscaling.keda.fallback.replicas=2"], "failureThreshold"),
     (["--set", "extraEnv.HTTPS_PROXY=http://proxy:3128"], "extraEnv"),
     (["--set", "tests.verify.enabeld=false"], "enabeld"),
+    (["--set", "pinterest.quality.poll_interval_s=600"], "poll_interval_s"),
+    (["--set", "pinterest.quality.pollIntervalSeconds=0"], "pollIntervalSeconds"),
+    (["--set", "pinterest.quality.requestTimeoutSeconds=0"], "requestTimeoutSeconds"),
+    (["--set", "pinterest.quality.existingSecret=Ads_Read"], "existingSecret"),
 ]
 
 
@@ -178,6 +182,10 @@ INCONSISTENT_VALUES = [
     (
         ["--set", "pinterest.accessToken=t", "--set", "pinterest.existingSecret=s"],
         "pinterest.accessToken and pinterest.existingSecret are exclusive",
+    ),
+    (
+        ["--set", "pinterest.quality.accessToken=t", "--set", "pinterest.quality.existingSecret=s"],
+        "pinterest.quality.accessToken and pinterest.quality.existingSecret are exclusive",
     ),
     (["--set", "terminationGracePeriodSeconds=25"], "terminationGracePeriodSeconds must be above"),
     (

@@ -19,6 +19,7 @@ from tests.helm.conftest import CHART, REPO_ROOT, VALUE_SETS, Rendered
 CI_VALUES = {p.stem: yaml.safe_load(p.read_text()) for p in (CHART / "ci").glob("*.yaml")}
 SECRET_VALUES = [
     ("keda-values", "ci-token-keda-0123456789"),
+    ("keda-values", "ci-quality-token-keda-0123456789"),
     ("sasl-values", "ci-token-sasl-0123456789"),
     ("sasl-values", "ci-sasl-password-0123456789"),
     ("monitoring-off-values", "ci-token-plain-0123456789"),
@@ -111,6 +112,7 @@ def test_no_secret_reaches_env_or_config_maps(
             assert "PASSWORD" not in env["name"]
     config = rendered.config()
     assert "access_token" not in config["pinterest"]
+    assert "access_token" not in config["pinterest"].get("quality", {})
     assert "sasl_password" not in config["kafka"]
 
 
@@ -133,6 +135,8 @@ def test_secret_files_named_in_the_config_are_mounted(
     rendered = render(value_set)
     config = rendered.config()
     files = [Path(config["pinterest"]["access_token_file"])]
+    if "access_token_file" in config["pinterest"].get("quality", {}):
+        files.append(Path(config["pinterest"]["quality"]["access_token_file"]))
     if "sasl_password_file" in config["kafka"]:
         files.append(Path(config["kafka"]["sasl_password_file"]))
     if "ssl_ca_location" in config["kafka"]:
@@ -140,8 +144,10 @@ def test_secret_files_named_in_the_config_are_mounted(
     mounts = {m["mountPath"]: m["name"] for m in rendered.container()["volumeMounts"]}
     volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
     secrets = {d["metadata"]["name"]: d for d in rendered.of_kind("Secret")}
+    pinterest = CI_VALUES.get(value_set, {}).get("pinterest", {})
     external = {
-        CI_VALUES.get(value_set, {}).get("pinterest", {}).get("existingSecret"),
+        pinterest.get("existingSecret"),
+        pinterest.get("quality", {}).get("existingSecret"),
         CI_VALUES.get(value_set, {}).get("kafka", {}).get("tls", {}).get("caSecret"),
     }
     for file in files:
@@ -158,9 +164,12 @@ def test_secret_files_named_in_the_config_are_mounted(
 def test_existing_secret_replaces_the_chart_secret(render: Callable[..., Rendered]) -> None:
     rendered = render("existing-secret-values")
     assert rendered.of_kind("Secret") == []
-    volume = next(v for v in rendered.pod_spec()["volumes"] if v["name"] == "pinterest-token")
-    assert volume["secret"]["secretName"] == "pinterest-capi"
-    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}]
+    volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
+    assert volumes["pinterest-token"]["secret"]["secretName"] == "pinterest-capi"
+    assert volumes["pinterest-token"]["secret"]["items"] == [{"key": "token", "path": "token"}]
+    quality = volumes["pinterest-quality-token"]["secret"]
+    assert quality["secretName"] == "pinterest-ads-read"
+    assert quality["items"] == [{"key": "ads-read-token", "path": "ads-read-token"}]
 
 
 def test_checksum_annotation_follows_the_config(render: Callable[..., Rendered]) -> None:
@@ -210,11 +219,12 @@ def test_config_passes_check_config(
     volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
     # Stand the mounted Secret files up locally with what the pod would see.
     for section, key, volume in (
-        ("pinterest", "access_token_file", "pinterest-token"),
-        ("kafka", "sasl_password_file", "kafka-sasl"),
-        ("kafka", "ssl_ca_location", "kafka-ca"),
+        (config["pinterest"], "access_token_file", "pinterest-token"),
+        (config["pinterest"].get("quality", {}), "access_token_file", "pinterest-quality-token"),
+        (config["kafka"], "sasl_password_file", "kafka-sasl"),
+        (config["kafka"], "ssl_ca_location", "kafka-ca"),
     ):
-        if key not in config[section]:
+        if key not in section:
             continue
         source = volumes[volume]["secret"]
         item = source["items"][0]["key"]
@@ -226,7 +236,7 @@ def test_config_passes_check_config(
         )
         local = tmp_path / f"{volume}-{item}"
         local.write_text(content + "\n")
-        config[section][key] = str(local)
+        section[key] = str(local)
     output = check_config(config, tmp_path)
     masked = yaml.safe_load(output)
     assert masked["kafka"]["group_id"] == CI_VALUES[value_set]["kafka"].get(

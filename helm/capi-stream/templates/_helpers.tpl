@@ -108,6 +108,11 @@ envFrom:
 - name: pinterest-token
   mountPath: {{ include "capi-stream.tokenDir" . }}
   readOnly: true
+{{- if include "capi-stream.qualityTokenMounted" . }}
+- name: pinterest-quality-token
+  mountPath: {{ include "capi-stream.qualityTokenDir" . }}
+  readOnly: true
+{{- end }}
 {{- if .Values.kafka.sasl.mechanism }}
 - name: kafka-sasl
   mountPath: {{ include "capi-stream.saslDir" . }}
@@ -138,6 +143,15 @@ envFrom:
     items:
       - key: {{ include "capi-stream.tokenSecretKey" . }}
         path: {{ include "capi-stream.tokenSecretKey" . }}
+{{- if include "capi-stream.qualityTokenMounted" . }}
+- name: pinterest-quality-token
+  secret:
+    secretName: {{ include "capi-stream.qualityTokenSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "capi-stream.qualityTokenSecretKey" . }}
+        path: {{ include "capi-stream.qualityTokenSecretKey" . }}
+{{- end }}
 {{- if .Values.kafka.sasl.mechanism }}
 - name: kafka-sasl
   secret:
@@ -205,6 +219,21 @@ failureThreshold: {{ .timing.failureThreshold }}
 {{- if .Values.pinterest.existingSecret }}{{ .Values.pinterest.existingSecretKey }}{{ else }}access-token{{ end }}
 {{- end }}
 
+{{/* The quality poller's own ads:read token is a file only when one is given: without it the
+forwarder falls back to the conversions token, which is mounted already. */}}
+{{- define "capi-stream.qualityTokenMounted" -}}
+{{- $quality := .Values.pinterest.quality }}
+{{- if and $quality.enabled (or $quality.accessToken $quality.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{- define "capi-stream.qualityTokenSecretName" -}}
+{{- default (printf "%s-pinterest-quality" (include "capi-stream.fullname" .)) .Values.pinterest.quality.existingSecret }}
+{{- end }}
+
+{{- define "capi-stream.qualityTokenSecretKey" -}}
+{{- if .Values.pinterest.quality.existingSecret }}{{ .Values.pinterest.quality.existingSecretKey }}{{ else }}access-token{{ end }}
+{{- end }}
+
 {{/* SASL needs a password file when a mechanism is set. */}}
 {{- define "capi-stream.saslEnabled" -}}
 {{- if .Values.kafka.sasl.mechanism }}true{{ end }}
@@ -220,6 +249,7 @@ failureThreshold: {{ .timing.failureThreshold }}
 
 {{/* Where secrets are mounted in the pod; the config file refers to these paths. */}}
 {{- define "capi-stream.tokenDir" -}}/var/run/secrets/capi-stream/pinterest{{- end }}
+{{- define "capi-stream.qualityTokenDir" -}}/var/run/secrets/capi-stream/pinterest-quality{{- end }}
 {{- define "capi-stream.saslDir" -}}/var/run/secrets/capi-stream/kafka-sasl{{- end }}
 {{- define "capi-stream.caDir" -}}/var/run/secrets/capi-stream/kafka-ca{{- end }}
 
@@ -240,6 +270,9 @@ failureThreshold: {{ .timing.failureThreshold }}
 {{- end }}
 {{- if and .Values.pinterest.accessToken .Values.pinterest.existingSecret }}
 {{- fail "pinterest.accessToken and pinterest.existingSecret are exclusive: set one" }}
+{{- end }}
+{{- if and .Values.pinterest.quality.accessToken .Values.pinterest.quality.existingSecret }}
+{{- fail "pinterest.quality.accessToken and pinterest.quality.existingSecret are exclusive: set one" }}
 {{- end }}
 {{- if and .Values.kafka.sasl.password .Values.kafka.sasl.existingSecret }}
 {{- fail "kafka.sasl.password and kafka.sasl.existingSecret are exclusive: set one" }}
@@ -281,6 +314,13 @@ failureThreshold: {{ .timing.failureThreshold }}
 {{- $_ := set $pinterest "access_token_file" (printf "%s/%s" (include "capi-stream.tokenDir" .) (include "capi-stream.tokenSecretKey" .)) }}
 {{- $account := include "capi-stream.adAccountId" . }}
 {{- if $account }}{{ $_ := set $pinterest "ad_account_id" $account }}{{ end }}
+{{- with .Values.pinterest.quality }}{{ if .enabled }}
+{{- $quality := dict "enabled" true "poll_interval_s" .pollIntervalSeconds "request_timeout_s" .requestTimeoutSeconds }}
+{{- if include "capi-stream.qualityTokenMounted" $ }}
+{{- $_ := set $quality "access_token_file" (printf "%s/%s" (include "capi-stream.qualityTokenDir" $) (include "capi-stream.qualityTokenSecretKey" $)) }}
+{{- end }}
+{{- $_ := set $pinterest "quality" $quality }}
+{{- end }}{{ end }}
 {{- $config := dict "kafka" $kafka "pinterest" $pinterest "sources" .Values.sources }}
 {{- with .Values.batching }}{{ $_ := set $config "batching" . }}{{ end }}
 {{- with .Values.sending }}{{ $_ := set $config "sending" . }}{{ end }}
