@@ -312,7 +312,8 @@ def drain(
     in timing), idle time that is the commit cadence, not throughput. Timing also has, as shares
     of the elapsed time, the forwarders' event-loop threads on a CPU (`loop_running`) and
     runnable but waiting for one (`loop_waiting`: the machine's other work, not starvation), and
-    the sandbox's CPU (`sandbox_cpu`). Time before the first message (process start, group join)
+    the sandbox's CPU (`sandbox_cpu`); and the CPUs the whole machine kept busy on average
+    (`machine_busy`, from /proc/stat). Time before the first message (process start, group join)
     is not counted.
     """
     processes = [psutil.Process(f.process.pid) for f in group.forwarders]
@@ -327,6 +328,7 @@ def drain(
     cpu_before = sum(cpu_seconds(p) for p in processes)
     sandbox_before = cpu_seconds(sandbox)
     schedule_before = [main_thread_schedule_s(p.pid) for p in processes]
+    machine_before = machine_busy_s()
     next_sample = began
     while not progress.done():
         group.check_alive()
@@ -338,6 +340,7 @@ def drain(
         time.sleep(COMMIT_POLL_S)
     to_commit = time.monotonic() - began
     cpu = sum(cpu_seconds(p) for p in processes) - cpu_before
+    machine = (machine_busy_s() - machine_before) / to_commit
     elapsed = min(to_commit, max(group.sandbox_last_arrival() - began_wall, 1e-3))
     schedule = [
         (running - running_before, waiting - waiting_before)
@@ -350,12 +353,19 @@ def drain(
         "loop_running": sum(running for running, _ in schedule) / len(schedule) / elapsed,
         "loop_waiting": sum(waiting for _, waiting in schedule) / len(schedule) / elapsed,
         "sandbox_cpu": (cpu_seconds(sandbox) - sandbox_before) / elapsed,
+        "machine_busy": machine,
     }
     totals: dict[str, float] = {}
     for samples in group.samples():
         for key, value in samples.items():
             totals[key] = totals.get(key, 0.0) + value
     return elapsed, cpu, totals, timing
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs, anything but idle and iowait)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def main_thread_schedule_s(pid: int) -> tuple[float, float]:

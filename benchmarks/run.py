@@ -90,6 +90,7 @@ E2E_KEYS = (
     "seconds_to_commit",
     "loop_running",
     "loop_waiting",
+    "machine_busy",
     "sandbox_cpu",
 )
 
