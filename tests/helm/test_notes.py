@@ -77,3 +77,14 @@ def test_notes_do_not_warn_when_replicas_equal_partitions(
     # A rollout's surge pod is ready without a partition, so a full group is fine.
     text = notes(run_helm, notes_chart, *REQUIRED, "--set", "replicaCount=6")
     assert "NOTE" not in text
+
+
+def test_notes_warn_when_a_quality_token_is_given_without_enabling_the_poller(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]], notes_chart: Path
+) -> None:
+    # A token alone renders nothing: without the warning the operator would wait for metrics.
+    args = (*values_args("keda-values"), "--set", "pinterest.quality.enabled=false")
+    text = notes(run_helm, notes_chart, *args)
+    assert "pinterest.quality has a token but is not enabled" in text
+    enabled = notes(run_helm, notes_chart, *values_args("keda-values"))
+    assert "pinterest.quality" not in enabled
