@@ -313,11 +313,18 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
             "arrival of its request at the sandbox - the broker's append time (LogAppendTime "
             "topic), after a 5 s warm-up; the sandbox acknowledges a few ms later.",
             "",
-            "| p50 | p99 | max | forwarder CPU share | peak RSS |",
-            "|---:|---:|---:|---:|---:|",
+            "| p50 | p99 | max | slowest second's p99 | seconds with p99 over the goal | "
+            "forwarder CPU share | peak RSS |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
             f"| {_ms(steady['latency_p50_s'])} | {_ms(steady['latency_p99_s'])} | "
-            f"{_ms(steady['latency_max_s'])} | {_n(steady['cpu_share'], 2)} | "
+            f"{_ms(steady['latency_max_s'])} | {_ms(steady.get('slowest_second_p99_s'))} | "
+            f"{_seconds_over(results)} | {_n(steady['cpu_share'], 2)} | "
             f"{_n(steady['peak_rss_mib'])} MiB |",
+            "",
+            "Slowest second: the p99 of the events appended in each second, the worst second of "
+            "the run (median over runs); seconds over the goal: per run, how many of its seconds "
+            "had a p99 above linger + 100 ms. A few slow seconds are a hiccup (the machine, a "
+            "pause); a climb through the run would be a backlog.",
             "",
             f"Command: `{steady['command']}`",
             "",
@@ -435,6 +442,16 @@ def _ceiling_lines(results: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _seconds_over(results: dict[str, Any]) -> str:
+    goal = results["parameters"]["linger_ms"] / 1000 + GOAL_LATENCY_MARGIN_S
+    counts = [
+        f"{sum(p99 > goal for p99 in run['p99_by_second_s'])} of {len(run['p99_by_second_s'])}"
+        for run in results["steady"]["runs"]
+        if "p99_by_second_s" in run
+    ]
+    return ", ".join(counts) or "-"
 
 
 def _best_floor_ratio(

@@ -140,13 +140,20 @@ def steady(kafka: Broker, rate: float, seconds: float, partitions: int) -> dict[
         appended = _append_times(kafka, name, produced, messages)
         first_append = min(appended.values())
         latencies = []
+        by_second: dict[int, list[float]] = {}
         with record.open("rb") as lines:
             for line in lines:
                 item = orjson.loads(line)
                 at = appended.get(item["event"]["event_id"])
                 if at is not None and at >= first_append + STEADY_WARMUP_S:
-                    latencies.append(item["received_at"] - at)
+                    latency = item["received_at"] - at
+                    latencies.append(latency)
+                    by_second.setdefault(int(at - first_append), []).append(latency)
         latencies.sort()
+        # Per second of appends: a hiccup shows as a few slow seconds, a backlog as a climb.
+        second_p99 = [
+            sorted(values)[int(0.99 * len(values))] for _, values in sorted(by_second.items())
+        ]
 
         def quantile(q: float) -> float | None:
             return (
@@ -162,6 +169,8 @@ def steady(kafka: Broker, rate: float, seconds: float, partitions: int) -> dict[
             "latency_p50_s": quantile(0.5),
             "latency_p99_s": quantile(0.99),
             "latency_max_s": latencies[-1] if latencies else None,
+            "p99_by_second_s": second_p99,
+            "slowest_second_p99_s": max(second_p99, default=None),
             "histogram_p50_s": histogram_quantile(totals, LATENCY, 0.5),
             "histogram_p99_s": histogram_quantile(totals, LATENCY, 0.99),
             "cpu_share": cpu / seconds,
