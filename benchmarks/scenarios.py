@@ -151,14 +151,7 @@ def steady(kafka: Broker, rate: float, seconds: float, partitions: int) -> dict[
                     by_second.setdefault(int(at - first_append), []).append(latency)
         latencies.sort()
         # Per second of appends: a hiccup shows as a few slow seconds, a backlog as a climb.
-        second_p99 = [
-            sorted(values)[int(0.99 * len(values))] for _, values in sorted(by_second.items())
-        ]
-
-        def quantile(q: float) -> float | None:
-            return (
-                latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
-            )
+        second_p99 = [_quantile(sorted(values), 0.99) for _, values in sorted(by_second.items())]
 
         cpu = sum(cpu_after[:2]) - sum(cpu_before[:2])
         return {
@@ -166,8 +159,8 @@ def steady(kafka: Broker, rate: float, seconds: float, partitions: int) -> dict[
             "seconds": seconds,
             "produced": produced,
             "measured_events": len(latencies),
-            "latency_p50_s": quantile(0.5),
-            "latency_p99_s": quantile(0.99),
+            "latency_p50_s": _quantile(latencies, 0.5) if latencies else None,
+            "latency_p99_s": _quantile(latencies, 0.99) if latencies else None,
             "latency_max_s": latencies[-1] if latencies else None,
             "p99_by_second_s": second_p99,
             "slowest_second_p99_s": max(second_p99, default=None),
@@ -179,6 +172,11 @@ def steady(kafka: Broker, rate: float, seconds: float, partitions: int) -> dict[
             "load_after": load(),
             "linger_ms": LINGER_MS,
         }
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """The `q` quantile of sorted, non-empty values (the value at that rank)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _produce_at(
@@ -198,7 +196,7 @@ def _produce_at(
             due = min(len(messages), int(now * rate) + 1)
             for message in messages[sent:due]:
                 producer.produce(topic, message.value, message.key)
-            sent = max(sent, due)
+            sent = due
             producer.poll(0)
             time.sleep(PRODUCE_TICK_S)
     finally:
