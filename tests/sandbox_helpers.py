@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import selectors
+import shutil
 import ssl
 import subprocess
 import sys
@@ -182,10 +183,12 @@ class SandboxProcess:
 
     # --- lifecycle -------------------------------------------------------------------------
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time."""
+        """SIGTERM, then SIGKILL if it does not exit in time; its log goes with it (read
+        `log()` before stopping): every test starts sandboxes, and CI machines keep their /tmp."""
         stop_process(self.process, STOP_TIMEOUT_S, STOP_TIMEOUT_S)
         if self.process.stdout is not None:
             self.process.stdout.close()
+        shutil.rmtree(self.log_file.parent, ignore_errors=True)
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
@@ -228,6 +231,7 @@ def start_sandbox(
     except BaseException:
         process.kill()
         process.wait(STOP_TIMEOUT_S)
+        shutil.rmtree(log_dir, ignore_errors=True)
         raise
     return sandbox
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -61,6 +61,22 @@ class Rendered:
         (container,) = [c for c in self.pod_spec()["containers"] if c["name"] == "capi-stream"]
         assert isinstance(container, dict)
         return container
+
+    def mounted_secret(self, path: str) -> tuple[str, str, dict[str, Any] | None]:
+        """The Secret behind a file the config names, followed through the container's mount
+        and the pod's volume: its name, its key, and the Secret itself when the chart renders
+        it (None for one the operator manages). The file is the volume's only item."""
+        file = PurePosixPath(path)
+        mount = {m["mountPath"]: m["name"] for m in self.container()["volumeMounts"]}[
+            str(file.parent)
+        ]
+        assert mount != "config", f"{path} would come from the ConfigMap"
+        source = {v["name"]: v for v in self.pod_spec()["volumes"]}[mount]["secret"]
+        (item,) = source["items"]
+        assert item["path"] == file.name
+        name = source["secretName"]
+        rendered = {d["metadata"]["name"]: d for d in self.of_kind("Secret")}.get(name)
+        return name, item["key"], rendered
 
 
 @pytest.fixture(scope="session")

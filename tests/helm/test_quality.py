@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,25 +36,15 @@ def quality_volume(pod_spec: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def stage_token_files(rendered: Rendered, config: dict[str, Any], tmp_path: Path) -> None:
-    """Points each `access_token_file` at a local copy of what the kubelet would mount there,
-    following the path through the pod's mounts and volumes to the Secret's key."""
-    mounts = {m["mountPath"]: m["name"] for m in rendered.container()["volumeMounts"]}
-    volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
-    secrets = {d["metadata"]["name"]: d for d in rendered.of_kind("Secret")}
+    """Points each `access_token_file` at a local copy of what the kubelet would mount there."""
     for section in (config["pinterest"], config["pinterest"].get("quality", {})):
         if "access_token_file" not in section:
             continue
-        path = PurePosixPath(section["access_token_file"])
-        source = volumes[mounts[str(path.parent)]]["secret"]
-        (item,) = source["items"]
-        assert item["path"] == path.name
-        chart_secret = secrets.get(source["secretName"])
+        name, key, secret = rendered.mounted_secret(section["access_token_file"])
         content = (
-            base64.b64decode(chart_secret["data"][item["key"]]).decode()
-            if chart_secret
-            else f"operator-managed-{source['secretName']}"
+            base64.b64decode(secret["data"][key]).decode() if secret else f"operator-managed-{name}"
         )
-        local = tmp_path / source["secretName"]
+        local = tmp_path / name
         local.write_text(content + "\n")
         section["access_token_file"] = str(local)
 

@@ -141,9 +141,6 @@ def test_secret_files_named_in_the_config_are_mounted(
         files.append(Path(config["kafka"]["sasl_password_file"]))
     if "ssl_ca_location" in config["kafka"]:
         files.append(Path(config["kafka"]["ssl_ca_location"]))
-    mounts = {m["mountPath"]: m["name"] for m in rendered.container()["volumeMounts"]}
-    volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
-    secrets = {d["metadata"]["name"]: d for d in rendered.of_kind("Secret")}
     pinterest = CI_VALUES.get(value_set, {}).get("pinterest", {})
     external = {
         pinterest.get("existingSecret"),
@@ -151,14 +148,12 @@ def test_secret_files_named_in_the_config_are_mounted(
         CI_VALUES.get(value_set, {}).get("kafka", {}).get("tls", {}).get("caSecret"),
     }
     for file in files:
-        volume = volumes[mounts[str(file.parent)]]
-        assert mounts[str(file.parent)] != "config"
-        assert [item["path"] for item in volume["secret"]["items"]] == [file.name]
-        name = volume["secret"]["secretName"]
+        name, key, secret = rendered.mounted_secret(str(file))
         if name in external:
+            assert secret is None, f"the chart renders the operator's Secret {name}"
             continue
-        key = volume["secret"]["items"][0]["key"]
-        assert key in secrets[name]["data"], f"{file} comes from no key of Secret {name}"
+        assert secret is not None, f"{file} comes from Secret {name}, which nothing renders"
+        assert key in secret["data"], f"{file} comes from no key of Secret {name}"
 
 
 def test_existing_secret_replaces_the_chart_secret(render: Callable[..., Rendered]) -> None:
