@@ -22,6 +22,7 @@ from stream.dlq.contract import (
 )
 from stream.errors import CapiStreamError, ConfigurationError
 from stream.settings import KafkaSettings
+from stream.watermarks import watermarks
 
 # librdkafka stamps CreateTime when `produce` is called, after `capi.failed_at` was taken, so a
 # record failed at T has a timestamp >= T. The margin absorbs brokers that use LogAppendTime with a
@@ -177,13 +178,13 @@ def open_consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
     )
 
 
-def watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+def topic_watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
     """(low, high) offsets of every partition of `topic`; raises if the topic does not exist."""
     metadata = consumer.list_topics(topic, timeout=15).topics.get(topic)
     if metadata is None or metadata.error is not None or not metadata.partitions:
         raise CapiStreamError(f"topic {topic!r} does not exist (kafka.dead_letter_topic?)")
     return {
-        partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+        partition: watermarks(consumer, TopicPartition(topic, partition))
         for partition in sorted(metadata.partitions)
     }
 
@@ -285,7 +286,7 @@ def read_range(
     consumer: Consumer, topic: str, since: datetime | None, after_commits: bool
 ) -> DeadLetterReader:
     """A reader over the topic as it is now: from the beginning, `since`, or the group's commits."""
-    marks = watermarks(consumer, topic)
+    marks = topic_watermarks(consumer, topic)
     starts = {p: low for p, (low, _high) in marks.items()}
     if since is not None:
         starts = offsets_at(consumer, topic, marks, since)

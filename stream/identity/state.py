@@ -24,6 +24,7 @@ from stream.logs import RateLimitedLogger
 from stream.offsets import TopicPartitionKey
 from stream.settings import Settings
 from stream.source import RebalanceListener
+from stream.watermarks import watermarks
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,6 @@ RESTORE_POLL_S: Final = 1.0
 # what the local store holds, and the changelog is read again at the next assignment).
 RESTORE_STALL_S: Final = 60.0
 TAIL_BATCH: Final = 1_000
-# A changelog just created, or whose leader is moving (a broker restarting), answers these for a
-# moment; the restore asks again until ADMIN_TIMEOUT_S instead of failing the assignment.
-TRANSIENT_LEADER_ERRORS: Final = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-    }
-)
-LEADER_RETRY_S: Final = 0.2
 # A commit waits at most this long for the changelog (and is tried again a second later).
 COMMIT_FLUSH_S: Final = 10.0
 
@@ -393,23 +384,3 @@ class IdentityRebalance:
     def lost(self, partitions: list[TopicPartitionKey]) -> None:
         self._settlement.lost(partitions)
         self._state.released(partitions)
-
-
-def watermarks(
-    reader: Consumer,
-    partition: TopicPartition,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> tuple[int, int]:
-    """The partition's (low, high) offsets, asked again while its leader is not known yet."""
-    deadline = clock() + ADMIN_TIMEOUT_S
-    while True:
-        try:
-            low, high = reader.get_watermark_offsets(partition, timeout=ADMIN_TIMEOUT_S)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.code() not in TRANSIENT_LEADER_ERRORS or clock() >= deadline:
-                raise
-            sleep(LEADER_RETRY_S)
-            continue
-        return low, high

@@ -1,4 +1,4 @@
-"""The restore's watermark query rides out a changelog whose leader is not known yet."""
+"""The watermark query (identity restore, DLQ commands) rides out a leader not known yet."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import cast
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream.identity.state import ADMIN_TIMEOUT_S, LEADER_RETRY_S, watermarks
+from stream.watermarks import LEADER_RETRY_S, WATERMARKS_TIMEOUT_S, watermarks
 
 
 class Reader:
@@ -62,10 +62,10 @@ def test_any_other_error_fails_at_once() -> None:
     assert reader.asked == 1
 
 
-def test_a_leader_that_never_comes_fails_after_the_admin_timeout() -> None:
+def test_a_leader_that_never_comes_fails_after_the_timeout() -> None:
     reader = Reader(*[KafkaError.NOT_LEADER_FOR_PARTITION] * 1000)
     clock = Clock()
     with pytest.raises(KafkaException):
         watermarks(cast(Consumer, reader), CHANGELOG, clock, clock.sleep)
-    assert clock.now >= ADMIN_TIMEOUT_S
-    assert reader.asked == pytest.approx(ADMIN_TIMEOUT_S / LEADER_RETRY_S + 1, abs=1)
+    assert clock.now >= WATERMARKS_TIMEOUT_S
+    assert reader.asked == pytest.approx(WATERMARKS_TIMEOUT_S / LEADER_RETRY_S + 1, abs=1)

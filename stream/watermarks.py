@@ -1,0 +1,43 @@
+"""Asks a partition's low and high offsets, again while its leader is not known yet."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+WATERMARKS_TIMEOUT_S: Final = 30.0
+# A topic just created, or whose leader is moving (a broker restarting), answers these for a
+# moment; asking again until WATERMARKS_TIMEOUT_S rides that out instead of failing a
+# partition's assignment (the identity restore) or an operator's command (the DLQ tools, which
+# are likely run right after an outage).
+TRANSIENT_LEADER_ERRORS: Final = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+LEADER_RETRY_S: Final = 0.2
+
+
+def watermarks(
+    reader: Consumer,
+    partition: TopicPartition,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, int]:
+    """The partition's (low, high) offsets; any other error, or one that lasts, is raised."""
+    deadline = clock() + WATERMARKS_TIMEOUT_S
+    while True:
+        try:
+            low, high = reader.get_watermark_offsets(partition, timeout=WATERMARKS_TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() not in TRANSIENT_LEADER_ERRORS or clock() >= deadline:
+                raise
+            sleep(LEADER_RETRY_S)
+            continue
+        return low, high
