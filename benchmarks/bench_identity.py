@@ -9,8 +9,9 @@ known user identifies once, later events carry only userId/anonymousId) through
 `Transformer.transform`, without enrichment and with it on one RocksDB store (as one partition
 owns it; the changelog write is a librdkafka `produce` per change, counted, not timed). "Allowed"
 is what the identify calls make possible: bottom-funnel events of users who identified with an
-e-mail before the event. CPU is process time (RocksDB's threads included), best of `--runs`,
-and is also given for the reference: the same generator with traits on every event (browser
+e-mail before the event. CPU is process time (RocksDB's threads included), with the garbage
+collector as the forwarder runs it (benchmarks.lab.forwarder_gc), best of `--runs`; it is also
+given for the reference: the same generator with traits on every event (browser
 libraries), i.e. what events carrying those identifiers cost without any lookup.
 
 Memory: `--identities` users learned into RocksDB stores spread over 6 partitions as the
@@ -34,6 +35,7 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.lab import forwarder_gc  # noqa: E402
 from stream.identity.profile import NOTHING_LEARNED, IdentityProfiles  # noqa: E402
 from stream.identity.rocks import RocksResources, RocksStore  # noqa: E402
 from stream.models import PinterestEvent  # noqa: E402
@@ -96,9 +98,10 @@ def transform_all(
     transformer = Transformer(settings)
     store = CountingStore(RocksStore(directory / "p0", RocksResources(), TTL_S)) if enrich else None
     now = int(time.time() * 1000)
-    started = time.process_time()
-    results = [transformer.transform(source, value, now, store) for value in messages]
-    cpu = time.process_time() - started
+    with forwarder_gc():
+        started = time.process_time()
+        results = [transformer.transform(source, value, now, store) for value in messages]
+        cpu = time.process_time() - started
     events = [r for r in results if type(r) is PinterestEvent]
     bottom = [orjson.loads(e.body) for e in events if e.event_name in BOTTOM_FUNNEL_EVENTS]
     every = [orjson.loads(e.body) for e in events]
