@@ -311,10 +311,11 @@ def drain(
     second, so the commit of the last offset comes up to a second later (`seconds_to_commit`
     in timing), idle time that is the commit cadence, not throughput. Timing also has, as shares
     of the elapsed time, the forwarders' event-loop threads on a CPU (`loop_running`) and
-    runnable but waiting for one (`loop_waiting`: the machine's other work, not starvation), and
-    the sandbox's CPU (`sandbox_cpu`); and the CPUs the whole machine kept busy on average
-    (`machine_busy`, from /proc/stat). Time before the first message (process start, group join)
-    is not counted.
+    runnable but waiting for one (`loop_waiting`: the machine's other work, not starvation), the
+    CPU seconds of those threads (`loop_cpu_s`) and of librdkafka's own threads
+    (`librdkafka_cpu_s`), and the sandbox's CPU (`sandbox_cpu`); and the CPUs the whole machine
+    kept busy on average (`machine_busy`, from /proc/stat). Time before the first message
+    (process start, group join) is not counted.
     """
     processes = [psutil.Process(f.process.pid) for f in group.forwarders]
     sandbox = psutil.Process(group.sandbox.process.pid)
@@ -328,6 +329,7 @@ def drain(
     cpu_before = sum(cpu_seconds(p) for p in processes)
     sandbox_before = cpu_seconds(sandbox)
     schedule_before = [main_thread_schedule_s(p.pid) for p in processes]
+    librdkafka_before = sum(librdkafka_cpu_s(p) for p in processes)
     machine_before = machine_busy_s()
     next_sample = began
     while not progress.done():
@@ -340,6 +342,7 @@ def drain(
         time.sleep(COMMIT_POLL_S)
     to_commit = time.monotonic() - began
     cpu = sum(cpu_seconds(p) for p in processes) - cpu_before
+    librdkafka = sum(librdkafka_cpu_s(p) for p in processes) - librdkafka_before
     machine = (machine_busy_s() - machine_before) / to_commit
     elapsed = min(to_commit, max(group.sandbox_last_arrival() - began_wall, 1e-3))
     schedule = [
@@ -352,6 +355,8 @@ def drain(
         "seconds_to_commit": round(to_commit, 2),
         "loop_running": sum(running for running, _ in schedule) / len(schedule) / elapsed,
         "loop_waiting": sum(waiting for _, waiting in schedule) / len(schedule) / elapsed,
+        "loop_cpu_s": sum(running for running, _ in schedule),
+        "librdkafka_cpu_s": librdkafka,
         "sandbox_cpu": (cpu_seconds(sandbox) - sandbox_before) / elapsed,
         "machine_busy": machine,
     }
@@ -374,6 +379,20 @@ def main_thread_schedule_s(pid: int) -> tuple[float, float]:
     with open(f"/proc/{pid}/schedstat") as stat:
         running_ns, waiting_ns, _ = stat.read().split()
     return int(running_ns) / 1e9, int(waiting_ns) / 1e9
+
+
+def librdkafka_cpu_s(process: psutil.Process) -> float:
+    """CPU seconds of the process's threads librdkafka started (named rdk:…): fetching,
+    decompressing and the producers' sending, outside any Python code."""
+    total = 0.0
+    for thread in process.threads():
+        try:
+            name = Path(f"/proc/{process.pid}/task/{thread.id}/comm").read_text()
+        except OSError:  # the thread ended in between
+            continue
+        if name.startswith("rdk:"):
+            total += thread.user_time + thread.system_time
+    return total
 
 
 def make_dlq(kafka: Broker) -> str:

@@ -90,6 +90,9 @@ E2E_KEYS = (
     "seconds_to_commit",
     "loop_running",
     "loop_waiting",
+    "loop_us_per_event",
+    "librdkafka_us_per_event",
+    "other_threads_us_per_event",
     "machine_busy",
     "sandbox_cpu",
 )

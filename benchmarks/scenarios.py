@@ -53,6 +53,17 @@ def _figures(
     }
 
 
+def _cpu_by_thread(events: int, cpu: float, timing: dict[str, float]) -> dict[str, float]:
+    """The forwarders' CPU per event (µs) on the event loop, in librdkafka's threads, and in
+    the other threads (the consumer's polling thread and short-lived worker threads)."""
+    loop, librdkafka = timing["loop_cpu_s"], timing["librdkafka_cpu_s"]
+    return {
+        "loop_us_per_event": 1e6 * loop / events,
+        "librdkafka_us_per_event": 1e6 * librdkafka / events,
+        "other_threads_us_per_event": 1e6 * max(0.0, cpu - loop - librdkafka) / events,
+    }
+
+
 def forward(
     kafka: Broker,
     topic: Topic,
@@ -81,6 +92,7 @@ def forward(
         figures = _figures(topic.events, elapsed, cpu, totals, rss)
         figures.update(
             timing,
+            **_cpu_by_thread(topic.events, cpu, timing),
             load_before=load_before,
             load_after=load(),
             max_concurrency_limit=max(limits, default=None),
