@@ -21,6 +21,8 @@ TRANSIENT_LEADER_ERRORS: Final = frozenset(
     }
 )
 LEADER_RETRY_S: Final = 0.2
+# The last ask, made just before the deadline, still gets a round trip's time.
+MIN_ASK_S: Final = 1.0
 
 
 def watermarks(
@@ -29,11 +31,16 @@ def watermarks(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[int, int]:
-    """The partition's (low, high) offsets; any other error, or one that lasts, is raised."""
+    """The partition's (low, high) offsets; any other error, or one that lasts, is raised.
+
+    All asks share one WATERMARKS_TIMEOUT_S: each gets only the time left, so an ask that hangs
+    after a few transient errors cannot stretch the whole to twice the timeout.
+    """
     deadline = clock() + WATERMARKS_TIMEOUT_S
     while True:
+        left = max(deadline - clock(), MIN_ASK_S)
         try:
-            low, high = reader.get_watermark_offsets(partition, timeout=WATERMARKS_TIMEOUT_S)
+            low, high = reader.get_watermark_offsets(partition, timeout=left)
         except KafkaException as exc:
             error = exc.args[0]
             if error.code() not in TRANSIENT_LEADER_ERRORS or clock() >= deadline:
