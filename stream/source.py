@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -311,17 +311,17 @@ class KafkaSource:
 
 def _record(message: Message) -> SourceRecord:
     kind, timestamp = message.timestamp()
-    # Only error events lack a topic, partition or offset, and those never get here.
+    # Only error events lack a topic, partition or offset, and those never get here. No cast():
+    # a call per field is ~0.05 µs each, a fifth of building the record (issue 20). A consumed
+    # message's headers are always a list of (name, value) pairs, or None.
     return SourceRecord(
-        cast(str, message.topic()),
-        cast(int, message.partition()),
-        cast(int, message.offset()),
+        message.topic(),  # type: ignore[arg-type]
+        message.partition(),  # type: ignore[arg-type]
+        message.offset(),  # type: ignore[arg-type]
         message.key(),
         message.value(),
         None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
-        # A consumed message's headers are always a list of (name, value) pairs, or None. The
-        # type is quoted: evaluated, it would build four typing objects (~0.35 µs) per message.
-        cast("list[tuple[str, bytes | None]] | None", message.headers()),
+        message.headers(),  # type: ignore[arg-type]
     )
 
 
