@@ -398,7 +398,7 @@ class Dispatcher(Generic[T]):
         """Sends once, holding a slot already acquired from `limiter`."""
         metrics = self._metrics
         metrics.request_started()
-        metrics.batch_sent([event.event_time for event in batch.events])
+        metrics.batch_sent(batch.events)
         started = time.monotonic()
         try:
             response = await self._sender.send(

@@ -6,11 +6,13 @@ import math
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.dlq.contract import DEAD_LETTER_REASONS
-from stream.metrics import OUTCOMES, Metrics
+from stream.metrics import AGE_BUCKETS, OUTCOMES, HistogramChild, Metrics
 from stream.models import PinterestEvent, Signal
 from stream.retry import RETRY_LABELS
 
@@ -37,6 +39,10 @@ def deliver(
     """One delivered event, as an answer of one event settles it."""
     event = PinterestEvent("e", event_name, action_source, event_time, None, b"{}", signals)
     metrics.events_delivered(account, [event], [kafka_timestamp_ms], NOW)
+
+
+def event_at(event_time: int) -> PinterestEvent:
+    return PinterestEvent("e", "checkout", "web", event_time, None, b"{}", Signal.NONE)
 
 
 class FakeClock:
@@ -129,11 +135,18 @@ def test_an_answer_settles_in_one_call_as_its_events_would_one_by_one() -> None:
         "1", events, [kafka_ms for *_, kafka_ms in shapes], NOW
     )
 
-    def ours(registry: CollectorRegistry) -> list[bytes]:
+    def ours(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
         # The process and platform collectors' figures change between two scrapes.
-        return [line for line in generate_latest(registry).splitlines() if b"capi_stream_" in line]
+        text = generate_latest(registry).decode()
+        return {
+            (sample.name, str(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("capi_stream_")
+        }
 
-    assert ours(at_once) == ours(one_by_one)
+    # Equal but for the rounding of the latency sum (added in another order).
+    assert ours(at_once) == pytest.approx(ours(one_by_one), rel=1e-12, abs=1e-6, nan_ok=True)
     assert len(ours(at_once)) > 100
     assert value(at_once, "capi_stream_late_events_total") == 2
     assert value(at_once, "capi_stream_delivery_latency_seconds_count") == 4
@@ -228,7 +241,7 @@ def test_request_lifecycle(registry: CollectorRegistry, metrics: Metrics) -> Non
 def test_batch_sent_records_size_and_event_ages(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
-    metrics.batch_sent([int(NOW) - 1, int(NOW) - 7200, int(NOW) + 5])
+    metrics.batch_sent([event_at(int(NOW) - 1), event_at(int(NOW) - 7200), event_at(int(NOW) + 5)])
     assert value(registry, "capi_stream_batch_events_count") == 1
     assert value(registry, "capi_stream_batch_events_sum") == 3
     assert value(registry, "capi_stream_event_age_seconds_count") == 3
@@ -236,6 +249,24 @@ def test_batch_sent_records_size_and_event_ages(
     assert value(registry, "capi_stream_event_age_seconds_bucket", le="0.1") == 1
     assert value(registry, "capi_stream_event_age_seconds_bucket", le="3600.0") == 2
     assert value(registry, "capi_stream_event_age_seconds_bucket", le="7200.0") == 3
+    assert value(registry, "capi_stream_event_age_seconds_sum") == pytest.approx(7201.0)
+
+
+@settings(max_examples=300)
+@given(
+    offsets=st.lists(st.one_of(st.sampled_from(AGE_BUCKETS), st.floats(-60.0, 10_000.0))),
+    per_second=st.sampled_from([1.0, 1000.0]),
+)
+def test_ages_observed_at_once_land_as_one_by_one(offsets: list[float], per_second: float) -> None:
+    # Ages exactly on a bound (`le` is inclusive), beyond the last one and ahead of now
+    # (counted as 0) included.
+    times = [int((NOW - offset) * per_second) for offset in offsets]
+    at_once, one_by_one = HistogramChild(AGE_BUCKETS), HistogramChild(AGE_BUCKETS)
+    at_once.observe_ages(NOW, list(times), per_second)
+    for time in times:
+        one_by_one.observe(max(NOW - time / per_second, 0.0))
+    assert at_once.counts == one_by_one.counts
+    assert at_once.sum == pytest.approx(one_by_one.sum, rel=1e-9, abs=1e-3)
 
 
 @pytest.mark.parametrize("reason", RETRY_LABEL_VALUES)
@@ -409,7 +440,7 @@ def test_exposition_parses_as_prometheus_text(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
     deliver(metrics, "1", "checkout", "web", Signal.EMAIL, int(NOW), int(NOW * 1000))
-    metrics.batch_sent([int(NOW)])
+    metrics.batch_sent([event_at(int(NOW))])
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
     }
