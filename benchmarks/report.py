@@ -44,6 +44,13 @@ NOTES = (
     "in process but not measurably end to end (three interleaved 200,000-event drains each: "
     "17,036 against 17,316 events per CPU-second, medians), so the forwarder books each "
     "message right after its transform.",
+    "- **Neither the garbage collector, the buffer's size nor the other core's load explains "
+    "it** (measured 2026-12-02, three interleaved 200,000-event realistic drains each, medians): "
+    "with the collector disabled after start-up 17,138 events per CPU-second against 18,382 "
+    "as it runs; with `buffer.max_events` 10,000 instead of 50,000 (fewer objects held, a "
+    "smaller heap to allocate among) 17,746 against 19,029. Floor passes with the other core "
+    "kept busy (a spin loop, or a JSON encode/decode loop) read as on a quiet machine: "
+    "realistic 22.4k and 22.4k against 21.7k events per CPU-second, medians of 11 rounds.",
     "- **The 60,000 events/s goal** was set on a core that ran the bare map+hash reference of "
     "`benchmarks/bench_transform.py` at ~90,000 events/s; during these runs it measured "
     "~49,000 (the machine was ~1.8x slower, and loaded by other work). Wall-clock figures are "
