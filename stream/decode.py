@@ -24,6 +24,8 @@ _INTEGER: Final = re.compile(r"-?[0-9]{1,18}")
 
 
 UTF8_BOM = b"\xef\xbb\xbf"
+# Reads a message again for `exact_number`: fractions as Decimal, so every digit written stays.
+_EXACT_DECODER: Final = msgspec.json.Decoder(float_hook=Decimal)
 
 
 def decode_json_object(value: bytes) -> dict[str, Any]:
@@ -43,14 +45,16 @@ def decode_json_object(value: bytes) -> dict[str, Any]:
 
 
 def exact_number(raw: bytes, path: tuple[str, ...]) -> Any:
-    """The value at `path` decoded again keeping every digit of an integer.
+    """The value at `path` decoded again keeping every digit written: an integer as `int`, a
+    fraction as `Decimal` (`text` reads both).
 
-    orjson reads an integer beyond 64 bits as a float, so two distinct long numeric ids could
-    become one; a mapper that finds a float where an id belongs asks again (a rare, slow path).
+    orjson reads an integer beyond 64 bits, and any number with more significant digits than a
+    float holds, as a float, so two distinct long numeric ids could become one; a mapper that
+    finds a float where an id belongs asks again (a rare, slow path).
     """
     if raw[:3] == UTF8_BOM:
         raw = raw[3:]
-    found: Any = msgspec.json.decode(raw)
+    found: Any = _EXACT_DECODER.decode(raw)
     for key in path:
         found = found.get(key) if found.__class__ is dict else None
     return found
@@ -84,6 +88,15 @@ def text(
             return str(int(value))
         if math.isfinite(value):
             return repr(value)
+    elif cls is Decimal:
+        # A number `exact_number` read again. One a float holds exactly reads as that float
+        # would; only one with digits a float loses reads as every digit written.
+        number = float(value)
+        if Decimal(repr(number)) == value:
+            return text(number, path, key, reason)
+        if value == value.to_integral_value():
+            return str(int(value))
+        return format(value, "f")
     raise InvalidMessage(reason, f"{_field_path(path, key)}: expected a string")
 
 

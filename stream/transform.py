@@ -404,7 +404,8 @@ def _take_event_id(
                 return
         elif found is not None:
             if found.__class__ is float:
-                # orjson reads an integer beyond 64 bits as a float: two ids could become one.
+                # orjson reads an integer beyond 64 bits, or more digits than a float holds, as a
+                # float: two ids could become one.
                 found = exact_number(raw, path)
             event["event_id"] = text(found, name)
             return

@@ -209,7 +209,8 @@ class PinterestMapper:
         return int(parsed.timestamp())
 
     def _event_id(self, raw: bytes, number: float) -> str | None:
-        """A numeric id's exact digits (an integer beyond 64 bits arrives as a float)."""
+        """A numeric id's exact digits: orjson gives a float for an integer beyond 64 bits, or
+        for more digits than a float holds."""
         if number.__class__ is float:
             number = exact_number(raw, _EVENT_ID)
         self.normalized["event_id_number"] += 1

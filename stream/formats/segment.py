@@ -160,7 +160,8 @@ def _copy_id(
 ) -> None:
     """Copies the id at `where` in the message `raw` (`parent` holds it) into `target[name]` as
     `_copy_texts` would, keeping every digit of a number: orjson reads an integer beyond 64 bits
-    as a float, so two distinct long ids could become one; such a float is read again."""
+    (or any number with more digits than a float holds) as a float, so two distinct long ids
+    could become one; such a float is read again."""
     key = where[-1]
     value = parent.get(key)
     if value.__class__ is str:

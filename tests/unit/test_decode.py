@@ -40,3 +40,25 @@ def test_integers_beyond_64_bits_are_read_again_exactly() -> None:
     assert decode_json_object(raw)["properties"]["event_id"].__class__ is float
     assert exact_number(raw, ("properties", "event_id")) == 123456789012345678901234567890
     assert exact_number(UTF8_BOM + raw, ("properties", "missing")) is None
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        (b"12345678901234567890.5", "12345678901234567890.5"),
+        (b"12345678901234567890.6", "12345678901234567890.6"),
+        (b"0.1000000000000000000000001", "0.1000000000000000000000001"),
+        (b"12345678901234567890.0", "12345678901234567890"),
+        (b"4155550100.0", "4155550100"),
+        (b"-0.0", "0"),
+        (b"1.5e3", "1500"),
+        (b"2.5e-3", "0.0025"),
+        # One a float holds exactly reads as the float does.
+        (b"1e-07", "1e-07"),
+    ],
+)
+def test_numbers_read_again_keep_every_digit_written(written: bytes, expected: str) -> None:
+    raw = b'{"messageId": %s}' % written
+    # What orjson alone gives is a float, whose digits may not be the ones written.
+    assert decode_json_object(raw)["messageId"].__class__ is float
+    assert text(exact_number(raw, ("messageId",)), "messageId") == expected

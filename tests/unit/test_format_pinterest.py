@@ -150,6 +150,13 @@ def test_a_numeric_event_id_keeps_every_digit() -> None:
     second = sent(raw.replace(b"{}", b"123456789012345678901234567892"))
     assert first["event_id"] == "123456789012345678901234567891"
     assert second["event_id"] == "123456789012345678901234567892"
+    # A fraction with more digits than a float holds is read again the same way.
+    third = sent(raw.replace(b"{}", b"98765432109876543.21"))
+    fourth = sent(raw.replace(b"{}", b"98765432109876543.22"))
+    assert [third["event_id"], fourth["event_id"]] == [
+        "98765432109876543.21",
+        "98765432109876543.22",
+    ]
 
 
 def test_numeric_order_and_product_ids_become_their_digits() -> None:

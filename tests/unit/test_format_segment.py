@@ -160,8 +160,13 @@ def test_numeric_ids_keep_every_digit() -> None:
     assert isinstance(result, PinterestEvent)
     assert result.event_id == str(long_id)
     assert orjson.loads(result.body)["custom_data"]["order_id"] == str(long_id + 7)
-    # A written float stays the number it is.
+    # A written float stays the number it is, even with more digits than a float holds.
     assert event(track("Order Completed", properties={"event_id": 12.5}))["event_id"] == "12.5"
+    fractions = [run(head + b'"messageId":12345678901234567890.%d}' % last) for last in (5, 6)]
+    assert [result.event_id for result in fractions if isinstance(result, PinterestEvent)] == [
+        "12345678901234567890.5",
+        "12345678901234567890.6",
+    ]
 
 
 def test_a_float_phone_hashes_as_the_integers_digits() -> None:
