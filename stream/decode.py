@@ -44,7 +44,7 @@ def decode_json_object(value: bytes) -> dict[str, Any]:
     return message
 
 
-def exact_number(raw: bytes, path: tuple[str, ...]) -> Any:
+def exact_number(raw: bytes, path: tuple[str | int, ...]) -> Any:
     """The value at `path` decoded again keeping every digit written: an integer as `int`, a
     fraction as `Decimal` (`text` reads both).
 
@@ -55,9 +55,32 @@ def exact_number(raw: bytes, path: tuple[str, ...]) -> Any:
     if raw[:3] == UTF8_BOM:
         raw = raw[3:]
     found: Any = _EXACT_DECODER.decode(raw)
-    for key in path:
-        found = found.get(key) if found.__class__ is dict else None
+    for key in path:  # a name in an object, or a position in an array
+        if found.__class__ is dict:
+            found = found.get(key)
+        elif found.__class__ is list and key.__class__ is int and -1 < key < len(found):
+            found = found[key]
+        else:
+            return None
     return found
+
+
+def exact_text(
+    value: Any,
+    raw: bytes,
+    where: tuple[str | int, ...],
+    path: str,
+    key: str = "",
+    reason: DeadLetterReason = "mapping_error",
+) -> str | None:
+    """`text` of `value`, an id found at `where` in the message `raw`, with every digit written.
+
+    A float there is read again (`exact_number`): orjson reads an integer beyond 64 bits, or any
+    number with more digits than a float holds, as a float, so two distinct ids could become one.
+    """
+    if value.__class__ is float:
+        value = exact_number(raw, where)
+    return text(value, path, key, reason)
 
 
 def _field_path(path: str, key: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Final, TypeAlias
 
 import orjson
 
-from stream.decode import dotted, exact_number, text
+from stream.decode import dotted, exact_text
 from stream.errors import ConfigurationError, InvalidMessage
 from stream.formats import FORMATS, Mapper, MapperFactory
 from stream.formats.base import Identified, Normalizing
@@ -403,11 +403,7 @@ def _take_event_id(
                 event["event_id"] = found
                 return
         elif found is not None:
-            if found.__class__ is float:
-                # orjson reads an integer beyond 64 bits, or more digits than a float holds, as a
-                # float: two ids could become one.
-                found = exact_number(raw, path)
-            event["event_id"] = text(found, name)
+            event["event_id"] = exact_text(found, raw, path, name)
             return
 
 

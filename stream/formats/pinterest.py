@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from stream.decode import decimal, decode_json_object, exact_number, text, texts
+from stream.decode import decimal, decode_json_object, exact_text, texts
 from stream.errors import InvalidMessage
 from stream.formats.base import MAX_CONTENTS, Mapped
 from stream.hashing import Hasher
@@ -35,6 +35,8 @@ NORMALIZATIONS: Final = (
 _AD_ACCOUNT: Final = re.compile(r"[0-9]{1,18}")
 _EVENT_ID: Final = ("event_id",)
 _ORDER_ID: Final = ("custom_data", "order_id")
+_CONTENT_IDS: Final = ("custom_data", "content_ids")
+_CONTENTS: Final = ("custom_data", "contents")
 # Above this an epoch number is milliseconds: as seconds it would be after the year 5138.
 _MILLISECONDS_FROM: Final = 10**11
 
@@ -123,7 +125,7 @@ class PinterestMapper:
         compacted = _compact(member)
         if compacted.__class__ is dict:
             if "contents" in compacted:
-                self._contents(compacted, key == "custom_data")
+                self._contents(compacted, key == "custom_data", raw)
             if key == "custom_data":
                 self._custom_data(compacted, raw)
         return _compact(compacted)
@@ -135,21 +137,25 @@ class PinterestMapper:
             self.normalized["value_number"] += 1
         order_id = custom.get("order_id")
         if order_id.__class__ is int or order_id.__class__ is float:
-            if order_id.__class__ is float:
-                order_id = exact_number(raw, _ORDER_ID)
-            custom["order_id"] = text(order_id, "custom_data.order_id", "", "invalid_event")
+            custom["order_id"] = exact_text(
+                order_id, raw, _ORDER_ID, "custom_data.order_id", "", "invalid_event"
+            )
             self.normalized["order_id_number"] += 1
         ids = custom.get("content_ids")
         if ids.__class__ is list and any(i.__class__ is int or i.__class__ is float for i in ids):
-            custom["content_ids"] = [self._content_id(i, "custom_data.content_ids") for i in ids]
+            custom["content_ids"] = [
+                self._content_id(item, "custom_data.content_ids", raw, (*_CONTENT_IDS, index))
+                for index, item in enumerate(ids)
+            ]
 
-    def _content_id(self, value: Any, path: str) -> Any:
+    def _content_id(self, value: Any, path: str, raw: bytes, where: tuple[str | int, ...]) -> Any:
+        """A numeric product id as its digits; `where` locates it in `raw` to read it again."""
         if value.__class__ is int or value.__class__ is float:
             self.normalized["content_id_number"] += 1
-            return text(value, path, "", "invalid_event")
+            return exact_text(value, raw, where, path, "", "invalid_event")
         return value
 
-    def _contents(self, nested: dict[str, Any], prices: bool) -> None:
+    def _contents(self, nested: dict[str, Any], prices: bool, raw: bytes) -> None:
         contents = nested["contents"]
         if contents.__class__ is not list:
             return
@@ -169,7 +175,10 @@ class PinterestMapper:
                 item["item_price"] = decimal(price, where, "", "invalid_event")
                 self.normalized["item_price_number"] += 1
             if "id" in item:
-                item["id"] = self._content_id(item["id"], f"custom_data.contents[{index}].id")
+                location = (*_CONTENTS, index, "id")
+                item["id"] = self._content_id(
+                    item["id"], f"custom_data.contents[{index}].id", raw, location
+                )
 
     def _event_time(self, moment: Any) -> Any:
         """Unix seconds from the shapes exports write; anything else as it is, for the schema."""
@@ -209,12 +218,9 @@ class PinterestMapper:
         return int(parsed.timestamp())
 
     def _event_id(self, raw: bytes, number: float) -> str | None:
-        """A numeric id's exact digits: orjson gives a float for an integer beyond 64 bits, or
-        for more digits than a float holds."""
-        if number.__class__ is float:
-            number = exact_number(raw, _EVENT_ID)
+        """A numeric id's exact digits."""
         self.normalized["event_id_number"] += 1
-        return text(number, "event_id", "", "invalid_event")
+        return exact_text(number, raw, _EVENT_ID, "event_id", "", "invalid_event")
 
     def _move_opt_out_type(self, event: dict[str, Any], flags: Any) -> None:
         """`user_data.opt_out_type` (where some e-commerce plugins put it) → `custom_data`."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
-from stream.decode import EMPTY, decimal, decode_json_object, exact_number, integer, text, texts
+from stream.decode import EMPTY, decimal, decode_json_object, exact_text, integer, text, texts
 from stream.errors import ConfigurationError, InvalidMessage
 from stream.formats.base import MAX_CONTENTS, Identified, Mapped
 from stream.hashing import MAX_VALUES_PER_FIELD, Hasher
@@ -159,18 +159,14 @@ def _copy_id(
     raw: bytes,
 ) -> None:
     """Copies the id at `where` in the message `raw` (`parent` holds it) into `target[name]` as
-    `_copy_texts` would, keeping every digit of a number: orjson reads an integer beyond 64 bits
-    (or any number with more digits than a float holds) as a float, so two distinct long ids
-    could become one; such a float is read again."""
+    `_copy_texts` would, keeping every digit of a number (`exact_text`)."""
     key = where[-1]
     value = parent.get(key)
     if value.__class__ is str:
         if value:
             target[name] = value
         return
-    if value.__class__ is float:
-        value = exact_number(raw, where)
-    found = text(value, ".".join(where[:-1]), key)
+    found = exact_text(value, raw, where, ".".join(where[:-1]), key)
     if found is not None:
         target[name] = found
 
@@ -191,6 +187,8 @@ def _times(amount: str, quantity: int) -> str:
 _EVENT_ID: Final = ("properties", "event_id")
 _MESSAGE_ID: Final = ("messageId",)
 _ORDER_ID: Final = ("properties", "order_id")
+_PROPERTIES: Final = ("properties",)
+_PRODUCTS: Final = ("properties", "products")
 # (message key, target name) pairs read by `_copy_texts`, in the order they are written.
 _PAGE_URL: Final = (("url", "event_source_url"),)
 _WEB_IDENTITY: Final = (("ip", "client_ip_address"), ("userAgent", "client_user_agent"))
@@ -559,9 +557,9 @@ class SegmentMapper:
                 self._truncated["contents"] += len(products) - MAX_CONTENTS
                 products = products[:MAX_CONTENTS]
             if products:
-                _contents(custom, products, "properties.products")
+                _contents(custom, products, "properties.products", raw, _PRODUCTS)
         elif properties.get("product_id") is not None or properties.get("sku") is not None:
-            _contents(custom, [properties], "")
+            _contents(custom, [properties], "", raw, _PROPERTIES)
             _copy_texts(custom, properties, CONTENT_FIELDS, "properties")
         if event_name == _VIEW_CATEGORY and "category" in properties:
             _copy_texts(custom, properties, _LIST_CATEGORY, "properties")
@@ -577,9 +575,15 @@ class SegmentMapper:
         return custom
 
 
-def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:  # noqa: C901 - one pass over the products, for speed
-    """`contents`, `content_ids` and `num_items` from product objects; no `path` means the one
-    product is `properties` itself."""
+def _contents(  # noqa: C901 - one pass over the products, for speed
+    custom: dict[str, Any],
+    products: list[Any],
+    path: str,
+    raw: bytes,
+    where: tuple[str, ...],
+) -> None:
+    """`contents`, `content_ids` and `num_items` from product objects, which are at `where` in
+    the message `raw`; no `path` means the one product is `properties` itself (at `where`)."""
     contents: list[dict[str, Any]] = []
     ids: dict[str, None] = {}  # ordered and de-duplicated in constant time per id
     num_items: int | None = None
@@ -593,9 +597,10 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:  
             # Fields are named relative to the product; its path is built only for an error.
             product_id = product.get("product_id")
             if product_id.__class__ is not str or not product_id:
-                product_id = text(product_id, "", "product_id") or text(
-                    product.get("sku"), "", "sku"
-                )
+                place: tuple[str | int, ...] = (*where, index) if path else where
+                product_id = exact_text(
+                    product_id, raw, (*place, "product_id"), "", "product_id"
+                ) or exact_text(product.get("sku"), raw, (*place, "sku"), "", "sku")
             if product_id is not None:
                 item["id"] = product_id
                 ids[product_id] = None
@@ -616,8 +621,8 @@ def _contents(custom: dict[str, Any], products: list[Any], path: str) -> None:  
                     num_items = quantity if num_items is None else num_items + quantity
             _copy_texts(item, product, PRODUCT_FIELDS, "")
         except InvalidMessage as exc:
-            where = _product_path(path, index)
-            raise InvalidMessage(exc.reason, f"{where}.{exc.message}") from None
+            named = _product_path(path, index)
+            raise InvalidMessage(exc.reason, f"{named}.{exc.message}") from None
         if item:
             contents.append(item)
     if contents:

@@ -40,6 +40,10 @@ def test_integers_beyond_64_bits_are_read_again_exactly() -> None:
     assert decode_json_object(raw)["properties"]["event_id"].__class__ is float
     assert exact_number(raw, ("properties", "event_id")) == 123456789012345678901234567890
     assert exact_number(UTF8_BOM + raw, ("properties", "missing")) is None
+    listed = b'{"ids": ["a", 123456789012345678901234567891]}'
+    assert exact_number(listed, ("ids", 1)) == 123456789012345678901234567891
+    for outside in (("ids", 2), ("ids", -1), ("ids", "1"), ("ids", 1, "x")):
+        assert exact_number(listed, outside) is None
 
 
 @pytest.mark.parametrize(

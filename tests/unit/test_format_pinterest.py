@@ -178,6 +178,14 @@ def test_numeric_order_and_product_ids_become_their_digits() -> None:
     raw = orjson.dumps(order(custom_data={"order_id": "X"}))
     long = sent(raw.replace(b'"X"', b"123456789012345678901234567891"))
     assert long["custom_data"]["order_id"] == "123456789012345678901234567891"
+    # Product ids beyond 64 bits keep their digits too, wherever they are in their arrays.
+    products = {"content_ids": ["sku-1", "X"], "contents": [{"id": "sku-1"}, {"id": "Y"}]}
+    raw = orjson.dumps(order(custom_data=products))
+    raw = raw.replace(b'"X"', b"123456789012345678901234567892")
+    raw = raw.replace(b'"Y"', b"123456789012345678901234567893")
+    custom = sent(raw)["custom_data"]
+    assert custom["content_ids"] == ["sku-1", "123456789012345678901234567892"]
+    assert custom["contents"] == [{"id": "sku-1"}, {"id": "123456789012345678901234567893"}]
 
 
 def test_every_normalization_is_counted_per_kind() -> None:

@@ -167,6 +167,19 @@ def test_numeric_ids_keep_every_digit() -> None:
         "12345678901234567890.5",
         "12345678901234567890.6",
     ]
+    # Product ids too, in a list of products and on a single-product event (`sku` as well).
+    products = b'[{"product_id":"p0"},{"product_id":%d},{"sku":%d}]' % (long_id, long_id + 1)
+    listed = run(head + b'"messageId":"m","properties":{"products":%s}}' % products)
+    assert isinstance(listed, PinterestEvent)
+    assert orjson.loads(listed.body)["custom_data"]["content_ids"] == [
+        "p0",
+        str(long_id),
+        str(long_id + 1),
+    ]
+    for key in (b"product_id", b"sku"):
+        single = run(head + b'"messageId":"m","properties":{"%s":%d}}' % (key, long_id + 2))
+        assert isinstance(single, PinterestEvent)
+        assert orjson.loads(single.body)["custom_data"]["content_ids"] == [str(long_id + 2)]
 
 
 def test_a_float_phone_hashes_as_the_integers_digits() -> None:
