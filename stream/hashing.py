@@ -58,6 +58,21 @@ def _state_codes() -> Mapping[str, str]:
     return codes
 
 
+# What addresses write for a country besides ISO 3166's codes and names: "UK" and "EL" are only
+# reserved there (for GB and GR), and many CRM addresses name one of the UK's nations. Hashed as
+# written, they would never match the code Pinterest hashes.
+_COUNTRY_ALIASES: Final[Mapping[str, str]] = {
+    "uk": "gb",
+    "el": "gr",
+    "great britain": "gb",
+    "britain": "gb",
+    "england": "gb",
+    "scotland": "gb",
+    "wales": "gb",
+    "northern ireland": "gb",
+}
+
+
 @cache
 def _country_codes() -> Mapping[str, str]:
     codes: dict[str, str] = {}
@@ -70,7 +85,8 @@ def _country_codes() -> Mapping[str, str]:
             if name:
                 codes[name.lower()] = alpha_2
                 codes[_strip_accents(name.lower())] = alpha_2
-    return codes
+    # Keyed without periods, as `_country` looks names up ("Virgin Islands, U.S.").
+    return {name.replace(".", ""): code for name, code in {**_COUNTRY_ALIASES, **codes}.items()}
 
 
 def _phone(text: str) -> str:
@@ -133,7 +149,8 @@ def _zip(text: str) -> str:
 
 
 def _country(text: str) -> str:
-    lowered = " ".join(text.lower().split())
+    # Periods dropped: "U.S.A." is USA, "U.K." is UK.
+    lowered = " ".join(text.lower().replace(".", "").split())
     code = _lookup(_country_codes(), lowered)
     if code is not None:
         return code

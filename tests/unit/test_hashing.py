@@ -69,6 +69,13 @@ def test_reference_vectors(vector: dict[str, Any]) -> None:
         ("country", "Germany", "de"),
         ("country", "GB", "gb"),
         ("country", "Narnia", None),
+        ("country", "UK", "gb"),
+        ("country", "U.K.", "gb"),
+        ("country", "England", "gb"),
+        ("country", "EL", "gr"),
+        ("country", "U.S.A.", "us"),
+        ("country", "Virgin Islands, U.S.", "vi"),
+        ("country", "zz", "zz"),  # shaped like a code: sent, though no country has it
         ("external_id", "User-ABC", "user-abc"),
         ("em", "   ", None),
         ("em", "A" * 64, "a" * 64),  # already hashed: lowercased, not re-hashed
