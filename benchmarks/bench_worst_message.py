@@ -91,6 +91,15 @@ def _products(count: int) -> list[dict[str, Any]]:
     return [{"sku": f"sku-{index}", "price": 1.5, "quantity": 1} for index in range(count)]
 
 
+def _float_products(count: int) -> list[dict[str, Any]]:
+    # Ids written as floats are read again from the message's bytes, to keep every digit.
+    return [{"product_id": float(index), "quantity": 1} for index in range(count)]
+
+
+def _float_contents(count: int) -> list[dict[str, Any]]:
+    return [{"id": float(index), "quantity": 1} for index in range(count)]
+
+
 def _contents(count: int) -> list[dict[str, Any]]:
     return [{"id": f"sku-{index}", "item_price": "1.50", "quantity": 1} for index in range(count)]
 
@@ -125,6 +134,12 @@ def worst_messages(now_s: float) -> dict[str, tuple[Format, bytes]]:
             "segment",
             _fill(lambda n: seg(now_s, properties__products=_products(n))),
         ),
+        "segment: ~1 MB with 1,000 products whose ids are floats": (
+            "segment",
+            _fill(
+                lambda n: seg(now_s, properties__products=_float_products(1000), padding="x" * n)
+            ),
+        ),
         "segment: ~1 MB page URL of email parameters": (
             "segment",
             _fill(lambda n: seg(now_s, context__page={"url": _url(n)})),
@@ -156,6 +171,14 @@ def worst_messages(now_s: float) -> dict[str, tuple[Format, bytes]]:
         "pinterest: ~1 MB of contents": (
             "pinterest",
             _fill(lambda n: pin(now_s, custom_data__contents=_contents(n))),
+        ),
+        "pinterest: ~1 MB with 1,000 contents whose ids are floats": (
+            "pinterest",
+            _fill(
+                lambda n: pin(
+                    now_s, custom_data__contents=_float_contents(1000), partner_name="x" * n
+                )
+            ),
         ),
         "pinterest: ~1 MB event_source_url of email parameters": (
             "pinterest",

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream import decode
 from stream.formats.base import MAX_CONTENTS
 from stream.formats.segment import SegmentMapper, _epik
 from stream.hashing import MAX_VALUES_PER_FIELD, Hasher, digest
@@ -180,6 +181,16 @@ def test_numeric_ids_keep_every_digit() -> None:
         single = run(head + b'"messageId":"m","properties":{"%s":%d}}' % (key, long_id + 2))
         assert isinstance(single, PinterestEvent)
         assert orjson.loads(single.body)["custom_data"]["content_ids"] == [str(long_id + 2)]
+
+
+def test_one_message_is_read_again_once_whatever_its_number_of_float_ids() -> None:
+    # 1,000 products with float ids used to decode the whole message 1,000 times (1.5 s for a
+    # message near 1 MB); benchmarks/bench_worst_message.py times that message now.
+    products = [{"product_id": float(index)} for index in range(1000)]
+    decode._exact_tree.cache_clear()
+    body = event(track("Order Completed", messageId=12.5, properties={"products": products}))
+    assert body["custom_data"]["content_ids"][-1] == "999"
+    assert decode._exact_tree.cache_info().misses == 1
 
 
 def test_a_float_phone_hashes_as_the_integers_digits() -> None:
